@@ -1,0 +1,147 @@
+"""The model against independent references: a numpy LSTM, finite differences, log(V)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lstm_lm import model
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def numpy_basic_lstm_cell(kernel, bias, c, h, x, forget_bias):
+    """TF BasicLSTMCell written from its documentation: one matmul on concat([x, h])."""
+    gates = np.concatenate([x, h], axis=1) @ kernel + bias
+    i, j, f, o = np.split(gates, 4, axis=1)
+    new_c = c * sigmoid(f + forget_bias) + sigmoid(i) * np.tanh(j)
+    return new_c, np.tanh(new_c) * sigmoid(o)
+
+
+def numpy_cost(params, carry, inputs, targets, forget_bias=0.0):
+    """A whole forward pass and TF's cost, step by step in numpy (float64)."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    c = [np.asarray(a, np.float64) for a in carry[0]]
+    h = [np.asarray(a, np.float64) for a in carry[1]]
+    batch, steps = inputs.shape
+    cost = 0.0
+    for t in range(steps):
+        x = p["embedding"][inputs[:, t]]
+        for layer_idx, layer in enumerate(p["lstm"]):
+            kernel = np.concatenate([layer["w_x"], layer["w_h"]], axis=0)
+            c[layer_idx], h[layer_idx] = numpy_basic_lstm_cell(
+                kernel, layer["b"], c[layer_idx], h[layer_idx], x, forget_bias
+            )
+            x = h[layer_idx]
+        logits = x @ p["softmax"]["w"] + p["softmax"]["b"]
+        logits = logits - logits.max(axis=1, keepdims=True)
+        log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        cost -= log_probs[np.arange(batch), targets[:, t]].sum() / batch
+    return cost, (np.stack(c), np.stack(h))
+
+
+def tiny_setup(seed=0, vocab=13, hidden=5, layers=2, batch=3, steps=4, init_scale=0.5):
+    cfg = model.ModelConfig(vocab, hidden, layers, init_scale)
+    k_params, k_carry, k_data = jax.random.split(jax.random.PRNGKey(seed), 3)
+    params = model.init_params(k_params, cfg)
+    carry_shape = (layers, batch, hidden)
+    k_c, k_h = jax.random.split(k_carry)
+    carry = (jax.random.normal(k_c, carry_shape), jax.random.normal(k_h, carry_shape))
+    tokens = np.asarray(jax.random.randint(k_data, (batch, steps + 1), 0, vocab))
+    return cfg, params, carry, tokens[:, :-1], tokens[:, 1:]
+
+
+@pytest.mark.parametrize("forget_bias", [0.0, 1.0])
+def test_cell_matches_numpy_basic_lstm_cell(forget_bias):
+    rng = np.random.default_rng(0)
+    batch, in_size, hidden = 4, 6, 6
+    kernel = rng.uniform(-1, 1, (in_size + hidden, 4 * hidden)).astype(np.float32)
+    bias = rng.uniform(-1, 1, 4 * hidden).astype(np.float32)
+    c, h, x = (rng.normal(size=(batch, hidden)).astype(np.float32) for _ in range(3))
+    want_c, want_h = numpy_basic_lstm_cell(kernel, bias, c, h, x, forget_bias)
+    w_x, w_h = kernel[:in_size], kernel[in_size:]
+    got_c, got_h = model.lstm_cell(w_h, (c, h), x @ w_x + bias, forget_bias)
+    np.testing.assert_allclose(got_c, want_c, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_h, want_h, rtol=1e-5, atol=1e-6)
+
+
+def test_forward_cost_and_carry_match_numpy_loop():
+    cfg, params, carry, inputs, targets = tiny_setup()
+    cost, (c, h) = model.cost_fn(params, cfg, carry, inputs, targets)
+    want_cost, (want_c, want_h) = numpy_cost(params, carry, inputs, targets)
+    np.testing.assert_allclose(cost, want_cost, rtol=1e-5)
+    np.testing.assert_allclose(c, want_c, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h, want_h, rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_match_finite_differences():
+    cfg, params, carry, inputs, targets = tiny_setup(vocab=7, hidden=3, batch=2, steps=3)
+    with jax.enable_x64(True):
+        params64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        carry64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), carry)
+
+        @jax.jit
+        def cost(p):
+            return model.cost_fn(p, cfg, carry64, inputs, targets)[0]
+
+        grads = jax.grad(cost)(params64)
+        leaves, treedef = jax.tree.flatten(params64)
+        grad_leaves = jax.tree.leaves(grads)
+        rng = np.random.default_rng(0)
+        eps = 1e-6
+        for leaf_idx, (leaf, grad) in enumerate(zip(leaves, grad_leaves)):
+            for flat_idx in rng.choice(leaf.size, size=min(5, leaf.size), replace=False):
+                idx = np.unravel_index(flat_idx, leaf.shape)
+                shifted = []
+                for sign in (1, -1):
+                    new = list(leaves)
+                    new[leaf_idx] = leaf.at[idx].add(sign * eps)
+                    shifted.append(cost(jax.tree.unflatten(treedef, new)))
+                numeric = (shifted[0] - shifted[1]) / (2 * eps)
+                np.testing.assert_allclose(grad[idx], numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_scan_over_t_equals_two_halves_with_carry_passed_through():
+    cfg, params, carry, inputs, targets = tiny_setup(steps=6)
+    logits_all, carry_all = model.forward(params, cfg, carry, inputs)
+    logits_a, carry_mid = model.forward(params, cfg, carry, inputs[:, :3])
+    logits_b, carry_end = model.forward(params, cfg, carry_mid, inputs[:, 3:])
+    np.testing.assert_allclose(logits_all, np.concatenate([logits_a, logits_b]), rtol=1e-6)
+    for got, want in zip(carry_end, carry_all):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_initial_cost_per_step_is_about_log_vocab():
+    vocab, steps = 10000, 20
+    cfg = model.ModelConfig(vocab, 200, 2, init_scale=0.1)
+    params = model.init_params(jax.random.PRNGKey(0), cfg)
+    tokens = np.random.default_rng(0).integers(0, vocab, (20, steps + 1))
+    cost, _ = model.cost_fn(params, cfg, model.zero_carry(cfg, 20), tokens[:, :-1], tokens[:, 1:])
+    assert abs(float(cost) / steps - math.log(vocab)) < 0.05
+
+
+def test_init_is_uniform_within_init_scale():
+    cfg = model.ModelConfig(vocab_size=50, hidden_size=40, num_layers=2, init_scale=0.3)
+    for leaf in jax.tree.leaves(model.init_params(jax.random.PRNGKey(0), cfg)):
+        assert float(jnp.max(jnp.abs(leaf))) <= 0.3
+        assert float(jnp.max(jnp.abs(leaf))) > 0.25  # spread over the range, not zeros
+        assert abs(float(jnp.mean(leaf))) < 0.05
+
+
+def test_dropout_acts_only_in_training_and_keeps_the_expectation():
+    cfg, params, carry, inputs, targets = tiny_setup()
+    cfg_drop = model.ModelConfig(cfg.vocab_size, cfg.hidden_size, cfg.num_layers,
+                                 cfg.init_scale, keep_prob=0.5)  # fmt: skip
+    eval_logits, _ = model.forward(params, cfg_drop, carry, inputs)
+    plain_logits, _ = model.forward(params, cfg, carry, inputs)
+    np.testing.assert_allclose(eval_logits, plain_logits)
+    train_logits, _ = model.forward(params, cfg_drop, carry, inputs, jax.random.PRNGKey(3))
+    assert not np.allclose(train_logits, plain_logits)
+    x = jnp.ones((1000, 100))
+    dropped = model.dropout(jax.random.PRNGKey(0), x, 0.7)
+    np.testing.assert_allclose(np.unique(np.asarray(dropped)), [0.0, 1 / 0.7], rtol=1e-6)
+    assert abs(float(dropped.mean()) - 1.0) < 0.01
