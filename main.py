@@ -1,6 +1,6 @@
 """Train and evaluate an LSTM language model on the Penn Treebank.
 
-    python main.py --config=configs/ptb_small.py [--workdir=DIR] [--config.KEY=VALUE ...]
+python main.py --config=configs/ptb_small.py [--workdir=DIR] [--config.KEY=VALUE ...]
 """
 
 import datetime
@@ -21,14 +21,16 @@ FLAGS = flags.FLAGS
 
 def default_workdir(config_path: str) -> pathlib.Path:
     """workdirs/<config name>-<UTC time>: a new directory per run, so nothing is overwritten."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     return pathlib.Path("workdirs") / f"{pathlib.Path(config_path).stem}-{stamp}"
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    workdir = pathlib.Path(FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"])))
+    workdir = pathlib.Path(
+        FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
+    )
     if workdir.is_file():
         sys.exit(f"--workdir={workdir} is a file; give a directory.")
     if (workdir / "metrics.jsonl").exists():

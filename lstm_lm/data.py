@@ -15,6 +15,7 @@ When the data directory lacks the three files, `ptb_raw_data` downloads Mikolov'
 
 import collections
 import hashlib
+import http.client
 import os
 import pathlib
 import shutil
@@ -185,7 +186,7 @@ def _fetch(url: str, dest: pathlib.Path, timeout: float, by_hand: str) -> None:
             expected = response.headers.get("Content-Length")
             shutil.copyfileobj(response, f)
             got = f.tell()
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
         raise DataError(f"Could not download {url}: {e}. {by_hand}") from e
     if expected is not None and got != int(expected):
         raise DataError(
@@ -212,4 +213,3 @@ def _extract_ptb(
     if missing:
         raise DataError(f"The downloaded archive lacks data/{', data/'.join(missing)}. {by_hand}")
     return extracted
-

@@ -59,9 +59,19 @@ def base_config() -> ml_collections.ConfigDict:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raise ValueError naming the key and value of the first nonsensical setting."""
-    positive = ["init_scale", "learning_rate", "max_grad_norm", "num_layers", "num_steps",
-                "hidden_size", "num_epochs", "lr_decay", "batch_size", "test_batch_size",
-                "test_num_steps"]  # fmt: skip
+    positive = [
+        "init_scale",
+        "learning_rate",
+        "max_grad_norm",
+        "num_layers",
+        "num_steps",
+        "hidden_size",
+        "num_epochs",
+        "lr_decay",
+        "batch_size",
+        "test_batch_size",
+        "test_num_steps",
+    ]
     for key in positive:
         if not config[key] > 0:
             raise ValueError(f"config.{key} must be > 0, got {config[key]!r}.")
@@ -169,8 +179,11 @@ def run_epoch(train_fn, state, epoch_inputs, epoch_targets, cfg, epoch: int):
         words_per_sec = hi * batch_size * num_steps / (time.perf_counter() - start)
         logging.info(
             "epoch %d %3.0f%% perplexity %.2f speed %.0f wps",
-            epoch, 100 * hi / num_batches, perplexity(cost_sum, hi, num_steps), words_per_sec,
-        )  # fmt: skip
+            epoch,
+            100 * hi / num_batches,
+            perplexity(cost_sum, hi, num_steps),
+            words_per_sec,
+        )
     return state, perplexity(cost_sum, num_batches, num_steps), words_per_sec
 
 
@@ -230,10 +243,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
         seconds = time.perf_counter() - epoch_start
         logging.info(
             "epoch %d train perplexity %.2f valid perplexity %.2f (%.0fs)",
-            epoch, train_ppl, valid_ppl, seconds,
-        )  # fmt: skip
-        record = dict(epoch=epoch, lr=lr, train_perplexity=train_ppl, valid_perplexity=valid_ppl,
-                      words_per_sec=wps, seconds=seconds)  # fmt: skip
+            epoch,
+            train_ppl,
+            valid_ppl,
+            seconds,
+        )
+        record = dict(
+            epoch=epoch,
+            lr=lr,
+            train_perplexity=train_ppl,
+            valid_perplexity=valid_ppl,
+            words_per_sec=wps,
+            seconds=seconds,
+        )
         with metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -241,8 +263,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
         eval_fn, state.params, test_ids, config.test_batch_size, config.test_num_steps
     )
     total_seconds = time.perf_counter() - start
-    logging.info("test perplexity %.2f (batch %d, steps %d)",
-                 test_ppl, config.test_batch_size, config.test_num_steps)  # fmt: skip
+    logging.info(
+        "test perplexity %.2f (batch %d, steps %d)",
+        test_ppl,
+        config.test_batch_size,
+        config.test_num_steps,
+    )
     results = dict(
         train_perplexity=train_ppl,
         valid_perplexity=valid_ppl,

@@ -134,8 +134,9 @@ def test_init_is_uniform_within_init_scale():
 
 def test_dropout_acts_only_in_training_and_keeps_the_expectation():
     cfg, params, carry, inputs, targets = tiny_setup()
-    cfg_drop = model.ModelConfig(cfg.vocab_size, cfg.hidden_size, cfg.num_layers,
-                                 cfg.init_scale, keep_prob=0.5)  # fmt: skip
+    cfg_drop = model.ModelConfig(
+        cfg.vocab_size, cfg.hidden_size, cfg.num_layers, cfg.init_scale, keep_prob=0.5
+    )
     eval_logits, _ = model.forward(params, cfg_drop, carry, inputs)
     plain_logits, _ = model.forward(params, cfg, carry, inputs)
     np.testing.assert_allclose(eval_logits, plain_logits)
