@@ -15,6 +15,11 @@ from lstm_lm import data, train
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where to write config.json, metrics.jsonl, results.json.")
+flags.DEFINE_string(
+    "jax_cache_dir",
+    str(pathlib.Path.home() / ".cache" / "lstm_lm" / "jax"),
+    "JAX's persistent compilation cache: a rerun skips compiling. Empty to disable.",
+)
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
@@ -35,6 +40,8 @@ def main(argv):
         sys.exit(f"--workdir={workdir} is a file; give a directory.")
     if (workdir / "metrics.jsonl").exists():
         sys.exit(f"{workdir} already holds a run (metrics.jsonl); give another --workdir.")
+    if FLAGS.jax_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", FLAGS.jax_cache_dir)
     logging.info("workdir: %s", workdir.resolve())
     logging.info("JAX %s on %s", jax.__version__, jax.devices())
     try:

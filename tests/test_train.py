@@ -142,6 +142,7 @@ def run_main(tmp_path, *args):
             str(REPO / "main.py"),
             f"--config={REPO / 'configs/ptb_tiny.py'}",
             f"--config.data_dir={tmp_path}",
+            f"--jax_cache_dir={tmp_path / 'jax_cache'}",
             *args,
         ],
         cwd=tmp_path,
@@ -173,6 +174,7 @@ def test_main_runs_ptb_tiny_and_writes_the_three_workdir_files(tmp_path):
     assert results["valid_perplexity"] == epochs[-1]["valid_perplexity"]
     assert 1 < results["test_perplexity"] < 100  # vocabulary is 42: near uniform, not blown up
     assert "10%" in proc.stderr and "test perplexity" in proc.stderr
+    assert any((tmp_path / "jax_cache").iterdir())  # compiled steps kept for the next run
 
 
 def test_main_refuses_a_workdir_holding_a_run_and_a_bad_value(tmp_path):
