@@ -174,8 +174,17 @@ def startup_probe(peer: str, shape: str) -> None:
     first_batch = time.perf_counter() - PROCESS_START
     for _ in range(3):
         runner.train(inputs, targets)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(dict(first_batch_s=first_batch, peak_rss_mib=peak_mib)))
+    print(json.dumps(dict(first_batch_s=first_batch, peak_rss_mib=peak_rss_mib())))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. Linux's VmHWM starts afresh at exec, unlike
+    ru_maxrss, which a subprocess inherits from the parent it was forked from."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def probe(peer: str, shape: str) -> dict:
