@@ -1,27 +1,54 @@
-"""Train and evaluate an LSTM language model on the Penn Treebank.
+"""Train an LSTM language model on the Penn Treebank, or use a trained one.
 
-python main.py --config=configs/ptb_small.py [--workdir=DIR] [--config.KEY=VALUE ...]
+    python main.py --config=configs/ptb_small.py [--workdir=DIR] [--config.KEY=VALUE ...]
+    python main.py --mode=evaluate --workdir=DIR [--eval_batch_size=1 --eval_num_steps=1]
+    python main.py --mode=score --workdir=DIR --text_file=FILE
+    python main.py --mode=sample --workdir=DIR [--prompt=TEXT --num_words=50 --temperature=1
+                   --top_k=0 --greedy --seed=0]
+
+Training resumes from DIR's latest checkpoint when DIR already holds the run. The other
+modes read DIR's config.json, vocab.txt and checkpoint (--step, default the latest).
 """
 
 import datetime
+import json
 import pathlib
+import shlex
 import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lstm_lm import data, train
+from lstm_lm import checkpoints, data, inference, train
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Where to write config.json, metrics.jsonl, results.json.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "score", "sample"], "What to do.")
+flags.DEFINE_string("workdir", None, "The run's directory; training resumes from it.")
 flags.DEFINE_string(
     "jax_cache_dir",
     str(pathlib.Path.home() / ".cache" / "lstm_lm" / "jax"),
     "JAX's persistent compilation cache: a rerun skips compiling. Empty to disable.",
 )
-flags.mark_flags_as_required(["config"])
+flags.DEFINE_integer("step", None, "evaluate/score/sample: checkpoint step (default latest).")
+flags.DEFINE_integer(
+    "eval_batch_size", None, lower_bound=1, help="evaluate: batch size for both splits."
+)
+flags.DEFINE_integer(
+    "eval_num_steps", None, lower_bound=1, help="evaluate: unrolled steps for both splits."
+)
+flags.DEFINE_string("text_file", None, "score: the text file to score.")
+flags.DEFINE_string("prompt", "", "sample: words to start from (default: a new sentence).")
+flags.DEFINE_integer("num_words", 50, "sample: how many words to draw.", lower_bound=1)
+flags.DEFINE_float("temperature", 1.0, "sample: softmax temperature.")
+flags.DEFINE_integer(
+    "top_k", 0, "sample: draw from the k most likely words only (0 = all).", lower_bound=0
+)
+flags.DEFINE_bool("greedy", False, "sample: always take the most likely word.")
+flags.DEFINE_integer("seed", 0, "sample: random seed.")
 FLAGS = flags.FLAGS
+
+USER_ERRORS = (data.DataError, checkpoints.CheckpointError, train.ConfigError, FloatingPointError)
 
 
 def default_workdir(config_path: str) -> pathlib.Path:
@@ -30,23 +57,65 @@ def default_workdir(config_path: str) -> pathlib.Path:
     return pathlib.Path("workdirs") / f"{pathlib.Path(config_path).stem}-{stamp}"
 
 
+def resume_command(workdir: pathlib.Path) -> str:
+    """This process's command line with --workdir pinned, so rerunning it resumes."""
+    args = [a for a in sys.argv[1:] if not a.startswith("--workdir")]
+    return shlex.join(["python", sys.argv[0], *args, f"--workdir={workdir}"])
+
+
+def run_training(workdir: pathlib.Path) -> None:
+    try:
+        train.train_and_evaluate(FLAGS.config, workdir)
+    except train.Interrupted as e:
+        print(
+            f"{e} A checkpoint is saved in {workdir / 'checkpoints'}. To resume, rerun:\n"
+            f"  {resume_command(workdir)}",
+            file=sys.stderr,
+        )
+        sys.exit(128 + e.signum)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.mode == "train" and FLAGS.config is None:
+        raise app.UsageError("Training needs --config=configs/<name>.py.")
+    if FLAGS.mode != "train" and FLAGS.workdir is None:
+        raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir of a trained run.")
     workdir = pathlib.Path(
         FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
     )
-    if workdir.is_file():
-        sys.exit(f"--workdir={workdir} is a file; give a directory.")
-    if (workdir / "metrics.jsonl").exists():
-        sys.exit(f"{workdir} already holds a run (metrics.jsonl); give another --workdir.")
+    if workdir.exists() and not workdir.is_dir():
+        sys.exit(f"Error: --workdir={workdir} is not a directory.")
     if FLAGS.jax_cache_dir:
         jax.config.update("jax_compilation_cache_dir", FLAGS.jax_cache_dir)
     logging.info("workdir: %s", workdir.resolve())
     logging.info("JAX %s on %s", jax.__version__, jax.devices())
     try:
-        train.train_and_evaluate(FLAGS.config, workdir)
-    except (data.DataError, ValueError, FloatingPointError) as e:
+        if FLAGS.mode == "train":
+            run_training(workdir)
+            return
+        run = inference.load_run(workdir, FLAGS.step)
+        if FLAGS.mode == "evaluate":
+            results = inference.evaluate_run(run, FLAGS.eval_batch_size, FLAGS.eval_num_steps)
+            print(json.dumps(dict(results, step=run.step), indent=2))
+        elif FLAGS.mode == "score":
+            if not FLAGS.text_file:
+                raise app.UsageError("--mode=score needs --text_file.")
+            print(json.dumps(inference.score_file(run, pathlib.Path(FLAGS.text_file)), indent=2))
+        else:
+            print(
+                inference.sample_text(
+                    run,
+                    FLAGS.prompt,
+                    FLAGS.num_words,
+                    temperature=FLAGS.temperature,
+                    top_k=FLAGS.top_k,
+                    greedy=FLAGS.greedy,
+                    seed=FLAGS.seed,
+                )
+            )
+    except USER_ERRORS as e:
         sys.exit(f"Error: {e}")
 
 

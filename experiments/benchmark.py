@@ -63,13 +63,14 @@ class Ours:
         self.carry = model.zero_carry(self.cfg, BATCH)
 
     def train(self, inputs_NxBxT, targets_NxBxT) -> float:
-        self.state, self.carry, cost = self.train_fn(
+        self.state, self.carry, costs_N, _, _ = self.train_fn(
             self.state, self.carry, inputs_NxBxT, targets_NxBxT
         )
-        return float(cost)
+        return float(costs_N.sum())
 
     def evaluate(self, inputs_NxBxT, targets_NxBxT) -> float:
-        return float(self.eval_fn(self.state.params, inputs_NxBxT, targets_NxBxT))
+        carry = model.zero_carry(self.cfg, BATCH)
+        return float(self.eval_fn(self.state.params, carry, inputs_NxBxT, targets_NxBxT)[0])
 
 
 class Torch:

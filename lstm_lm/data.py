@@ -9,7 +9,7 @@
 - `ptb_iterator` lays the id stream out as `batch_size` contiguous rows and walks them
   `num_steps` columns at a time, exactly as TF's reader did.
 
-When the data directory lacks the three files, `ptb_raw_data` downloads Mikolov's
+When the data directory holds none of the three files, `ptb_raw_data` downloads Mikolov's
 `simple-examples.tgz`, extracts them and checks their SHA-256.
 """
 
@@ -52,9 +52,12 @@ def default_data_dir() -> pathlib.Path:
 
 
 def read_words(path: os.PathLike) -> list[str]:
-    """The file's words in order, with `<eos>` for every newline."""
-    with open(path, encoding="utf-8") as f:
-        return f.read().replace("\n", f" {EOS} ").split()
+    """The file's words in order, with `<eos>` for every newline; DataError if unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().replace("\n", f" {EOS} ").split()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"Cannot read {path}: {e}") from e
 
 
 def build_vocab(words: list[str]) -> dict[str, int]:
@@ -79,17 +82,26 @@ def words_to_ids(words: list[str], vocab: Mapping[str, int]) -> np.ndarray:
 
 
 def ptb_raw_data(
-    data_dir: os.PathLike | None = None,
+    data_dir: os.PathLike | None = None, url: str = PTB_URL
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
     """(train_ids, valid_ids, test_ids, vocabulary) from `data_dir`.
 
-    `data_dir` defaults to `default_data_dir()`. If it lacks any of the three PTB files
-    they are downloaded into it first (see `download_ptb`).
+    `data_dir` defaults to `default_data_dir()`. If it holds none of the three PTB files
+    they are downloaded into it first from `url` (see `download_ptb`); if it holds only
+    some, that is an error, so that no file of the user's is replaced.
     """
     data_dir = pathlib.Path(data_dir) if data_dir else default_data_dir()
-    if not all((data_dir / name).is_file() for name in PTB_FILES):
-        download_ptb(data_dir)
+    if data_dir.is_dir() and not os.access(data_dir, os.R_OK | os.X_OK):
+        raise DataError(f"No permission to read the data directory {data_dir}.")
     paths = [data_dir / name for name in PTB_FILES]
+    missing = [p.name for p in paths if not p.is_file()]
+    if len(missing) == len(PTB_FILES):
+        download_ptb(data_dir, url)
+    elif missing:
+        raise DataError(
+            f"{data_dir} lacks {', '.join(missing)} but has the other PTB files. Place "
+            "all three there, or remove them all to have them downloaded."
+        )
     train_words, valid_words, test_words = (read_words(p) for p in paths)
     for path, words in zip(paths, (train_words, valid_words, test_words)):
         if not words:
@@ -142,15 +154,16 @@ def ptb_iterator(
 def download_ptb(
     data_dir: os.PathLike,
     url: str = PTB_URL,
-    sha256: Mapping[str, str] = PTB_SHA256,
+    sha256: Mapping[str, str] | None = None,
     timeout: float = 60.0,
 ) -> None:
     """Fetch `url` (a tarball holding .../data/ptb.*.txt) and place the PTB files in data_dir.
 
-    Each file is checked against `sha256` before it is moved into place; on any failure
-    nothing is left behind but the files that were already there.
+    Each file is checked against `sha256` (default: the PTB's) before it is moved into
+    place; on any failure nothing is left behind but the files that were already there.
     """
     data_dir = pathlib.Path(data_dir)
+    sha256 = sha256 or PTB_SHA256
     by_hand = (
         f"To place the files by hand, download {PTB_URL}, extract "
         f"simple-examples/data/{{{','.join(PTB_FILES)}}} into {data_dir}, "

@@ -1,16 +1,25 @@
 """Training and evaluation: schedule -> optimizer -> train_step -> eval -> the loop.
 
 The step functions are plain Python over explicit state, jitted once in
-`train_and_evaluate`. A jitted call walks a whole chunk of batches (`lax.scan` over
-`train_step`), so the host only syncs at log points; the recurrent carry goes from
+`create_training`. A jitted call walks `steps_per_call` batches (`lax.scan` over
+`train_step`), so the host only syncs between calls; the recurrent carry goes from
 batch to batch, is reset to zeros at the start of each epoch and of each evaluation.
+
+The calls of an epoch follow a fixed grid (batches 0, K, 2K, ...), and checkpoints are
+only taken between calls, so a run resumed from a checkpoint makes the same calls on the
+same values as one that never stopped: its results are bitwise the same on CPU.
 """
 
+import contextlib
+import dataclasses
 import functools
 import json
 import math
 import pathlib
+import signal
+import threading
 import time
+from collections.abc import Callable
 
 import flax
 import jax
@@ -20,9 +29,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from lstm_lm import data, model
-
-PROGRESS_REPORTS_PER_EPOCH = 10
+from lstm_lm import checkpoints, data, model, reporting
 
 
 @flax.struct.dataclass
@@ -30,6 +37,19 @@ class TrainState:
     step: jax.Array  # global step, int32 scalar
     params: dict
     opt_state: optax.OptState
+    dropout_key: jax.Array  # folded with `step` for each step's dropout masks
+
+
+class ConfigError(ValueError):
+    """A config value makes no sense, alone or for the data; the message names the key."""
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGTERM/SIGINT after saving a checkpoint at `step`."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"{signal.Signals(signum).name} received; stopped at step {step}.")
+        self.signum, self.step = signum, step
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -37,6 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
             "data_dir": "",  # '' = $LSTM_LM_DATA_DIR or ~/.cache/lstm_lm/ptb
+            "data_url": data.PTB_URL,  # fetched when data_dir lacks the files
             "seed": 0,
             "init_scale": 0.1,
             "learning_rate": 1.0,
@@ -53,33 +74,47 @@ def base_config() -> ml_collections.ConfigDict:
             "test_batch_size": 1,
             "test_num_steps": 1,
             "max_batches_per_epoch": 0,  # 0 = the whole training set each epoch
+            "steps_per_call": 50,  # batches per jitted call; signals are handled between calls
+            "checkpoint_every_steps": 500,  # 0 = only at the end of each epoch
+            "keep_checkpoints": 3,  # the newest this many are kept
         }
     )
 
 
+POSITIVE_KEYS = (
+    "init_scale",
+    "learning_rate",
+    "max_grad_norm",
+    "num_layers",
+    "num_steps",
+    "hidden_size",
+    "num_epochs",
+    "lr_decay",
+    "batch_size",
+    "test_batch_size",
+    "test_num_steps",
+    "steps_per_call",
+    "keep_checkpoints",
+)
+NON_NEGATIVE_KEYS = ("full_lr_epochs", "max_batches_per_epoch", "checkpoint_every_steps")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raise ValueError naming the key and value of the first nonsensical setting."""
-    positive = [
-        "init_scale",
-        "learning_rate",
-        "max_grad_norm",
-        "num_layers",
-        "num_steps",
-        "hidden_size",
-        "num_epochs",
-        "lr_decay",
-        "batch_size",
-        "test_batch_size",
-        "test_num_steps",
-    ]
-    for key in positive:
+    """Raise ConfigError naming the key and value of the first nonsensical setting."""
+    for key in POSITIVE_KEYS + NON_NEGATIVE_KEYS:
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"config.{key} must be a number, got {value!r}.")
+        if not math.isfinite(value):
+            raise ConfigError(f"config.{key} must be finite, got {value!r}.")
+    for key in POSITIVE_KEYS:
         if not config[key] > 0:
-            raise ValueError(f"config.{key} must be > 0, got {config[key]!r}.")
-    if not 0.0 < config.keep_prob <= 1.0:
-        raise ValueError(f"config.keep_prob must be in (0, 1], got {config.keep_prob!r}.")
-    for key in ("full_lr_epochs", "max_batches_per_epoch"):
+            raise ConfigError(f"config.{key} must be > 0, got {config[key]!r}.")
+    for key in NON_NEGATIVE_KEYS:
         if config[key] < 0:
-            raise ValueError(f"config.{key} must be >= 0, got {config[key]!r}.")
+            raise ConfigError(f"config.{key} must be >= 0, got {config[key]!r}.")
+    if not 0.0 < config.keep_prob <= 1.0:
+        raise ConfigError(f"config.keep_prob must be in (0, 1], got {config.keep_prob!r}.")
 
 
 def lr_schedule(
@@ -106,15 +141,15 @@ def train_step(
     *,
     cfg: model.ModelConfig,
     optimizer: optax.GradientTransformation,
-    dropout_key: jax.Array,
-) -> tuple[TrainState, model.Carry, jax.Array]:
-    """One SGD step on one batch: (new state, new carry, cost)."""
-    step_key = jax.random.fold_in(dropout_key, state.step)
+) -> tuple[TrainState, model.Carry, tuple[jax.Array, jax.Array]]:
+    """One SGD step on one batch: (new state, new carry, (cost, gradient norm))."""
+    step_key = jax.random.fold_in(state.dropout_key, state.step)
     grad_fn = jax.value_and_grad(model.cost_fn, has_aux=True)
     (cost, carry), grads = grad_fn(state.params, cfg, carry, inputs_BxT, targets_BxT, step_key)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return TrainState(state.step + 1, params, opt_state), carry, cost
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, carry, (cost, optax.tree.norm(grads))
 
 
 def train_chunk(
@@ -123,29 +158,36 @@ def train_chunk(
     inputs_NxBxT: jax.Array,
     targets_NxBxT: jax.Array,
     **step_kwargs,
-) -> tuple[TrainState, model.Carry, jax.Array]:
-    """`train_step` over N consecutive batches: (state, carry, summed cost)."""
+) -> tuple[TrainState, model.Carry, jax.Array, jax.Array, jax.Array]:
+    """`train_step` over N consecutive batches:
+    (state, carry, costs_N, grad_norms_N, whether the final parameters are all finite)."""
 
     def body(state_and_carry, batch):
-        state, carry, cost = train_step(*state_and_carry, *batch, **step_kwargs)
-        return (state, carry), cost
+        state, carry, metrics = train_step(*state_and_carry, *batch, **step_kwargs)
+        return (state, carry), metrics
 
-    (state, carry), costs_N = jax.lax.scan(body, (state, carry), (inputs_NxBxT, targets_NxBxT))
-    return state, carry, jnp.sum(costs_N)
+    (state, carry), (costs_N, grad_norms_N) = jax.lax.scan(
+        body, (state, carry), (inputs_NxBxT, targets_NxBxT)
+    )
+    return state, carry, costs_N, grad_norms_N, jnp.isfinite(optax.tree.norm(state.params))
 
 
 def eval_pass(
-    params: dict, inputs_NxBxT: jax.Array, targets_NxBxT: jax.Array, *, cfg: model.ModelConfig
-) -> jax.Array:
-    """Summed cost over all N batches, the carry starting from zeros and threaded through."""
+    params: dict,
+    carry: model.Carry,
+    inputs_NxBxT: jax.Array,
+    targets_NxBxT: jax.Array,
+    *,
+    cfg: model.ModelConfig,
+) -> tuple[jax.Array, model.Carry]:
+    """(summed cost over all N batches, final carry), the carry threaded through."""
 
     def body(carry, batch):
         cost, carry = model.cost_fn(params, cfg, carry, *batch)
         return carry, cost
 
-    carry = model.zero_carry(cfg, inputs_NxBxT.shape[1])
-    _, costs_N = jax.lax.scan(body, carry, (inputs_NxBxT, targets_NxBxT))
-    return jnp.sum(costs_N)
+    carry, costs_N = jax.lax.scan(body, carry, (inputs_NxBxT, targets_NxBxT))
+    return jnp.sum(costs_N), carry
 
 
 def perplexity(cost_sum: float, num_batches: int, num_steps: int) -> float:
@@ -153,38 +195,112 @@ def perplexity(cost_sum: float, num_batches: int, num_steps: int) -> float:
     return math.exp(cost_sum / (num_batches * num_steps))
 
 
-def evaluate(eval_fn, params, raw_ids: np.ndarray, batch_size: int, num_steps: int) -> float:
-    """Perplexity of `params` on `raw_ids` laid out as TF's reader does."""
+def evaluate(
+    eval_fn, params, cfg: model.ModelConfig, raw_ids: np.ndarray, batch_size: int, num_steps: int
+) -> float:
+    """Perplexity of `params` on `raw_ids` laid out as TF's reader does, from a zero carry."""
     inputs_NxBxT, targets_NxBxT = data.epoch_batches(raw_ids, batch_size, num_steps)
-    cost_sum = float(eval_fn(params, inputs_NxBxT, targets_NxBxT))
-    return perplexity(cost_sum, len(inputs_NxBxT), num_steps)
-
-
-def run_epoch(train_fn, state, epoch_inputs, epoch_targets, cfg, epoch: int):
-    """Train over one epoch's batches, logging about every 10%: (state, perplexity, wps)."""
-    num_batches, batch_size, num_steps = epoch_inputs.shape
-    bounds = np.linspace(0, num_batches, PROGRESS_REPORTS_PER_EPOCH + 1).round().astype(int)
     carry = model.zero_carry(cfg, batch_size)
-    cost_sum, start = 0.0, time.perf_counter()
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        if hi == lo:
-            continue
-        state, carry, chunk_cost = train_fn(state, carry, epoch_inputs[lo:hi], epoch_targets[lo:hi])
-        cost_sum += float(chunk_cost)
-        if not math.isfinite(cost_sum):
-            raise FloatingPointError(
-                f"Non-finite training cost in epoch {epoch}, batches {lo}-{hi} "
-                f"(global step {int(state.step)}). Lower learning_rate or max_grad_norm."
-            )
-        words_per_sec = hi * batch_size * num_steps / (time.perf_counter() - start)
-        logging.info(
-            "epoch %d %3.0f%% perplexity %.2f speed %.0f wps",
-            epoch,
-            100 * hi / num_batches,
-            perplexity(cost_sum, hi, num_steps),
-            words_per_sec,
+    cost_sum, _ = eval_fn(params, carry, inputs_NxBxT, targets_NxBxT)
+    return perplexity(float(cost_sum), len(inputs_NxBxT), num_steps)
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """Inside the block, SIGTERM or SIGINT (Ctrl-C) is recorded in the yielded list for the
+    loop to see between jitted calls; a second Ctrl-C stops at once. Outside the main
+    thread, where Python cannot take signals, the list stays empty."""
+    received = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        if received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(signum)
+        logging.warning(
+            "%s received: saving a checkpoint after the current call, then stopping.",
+            signal.Signals(signum).name,
         )
-    return state, perplexity(cost_sum, num_batches, num_steps), words_per_sec
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def check_finite(costs_N, grad_norms_N, params_finite: bool, epoch: int, batch: int, step: int):
+    """Raise FloatingPointError naming the first bad step of a call that began at global
+    `step` (batch `batch` of `epoch`)."""
+    bad = np.flatnonzero(~(np.isfinite(costs_N) & np.isfinite(grad_norms_N)))
+    if len(bad) == 0 and params_finite:
+        return
+    if len(bad):
+        where = f"global step {step + bad[0] + 1} (epoch {epoch}, batch {batch + bad[0] + 1})"
+        what = f"cost {costs_N[bad[0]]}, gradient norm {grad_norms_N[bad[0]]}"
+    else:
+        where = f"global steps {step + 1}-{step + len(costs_N)} (epoch {epoch})"
+        what = "parameters became non-finite"
+    raise FloatingPointError(
+        f"Training diverged at {where}: {what}. No checkpoint was written after it; the "
+        "earlier ones are kept. Rerun with a lower --config.learning_rate or "
+        "--config.max_grad_norm to resume from the latest."
+    )
+
+
+def chunk_bounds(start: int, num_batches: int, steps_per_call: int) -> list[tuple[int, int]]:
+    """The jitted calls [lo, hi) that finish an epoch from batch `start`: the fixed grid
+    0, K, 2K, ..., num_batches, cut at `start`."""
+    grid = [b for b in range(0, num_batches, steps_per_call) if b > start]
+    edges = [start, *grid, num_batches]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def train_epoch(train_fn, state, carry, progress, epoch_inputs, epoch_targets, *, loop):
+    """Train epoch `progress.epoch` from batch `progress.batch` to its end: (state, progress).
+
+    Saves a checkpoint every `checkpoint_every_steps` steps and, when a stop signal has
+    arrived, saves one and raises Interrupted (neither at the epoch's last call, which
+    the epoch-end checkpoint covers).
+    """
+    num_batches, batch_size, num_steps = epoch_inputs.shape
+    start_batch, start_time = progress.batch, time.perf_counter()
+    every = loop.config.checkpoint_every_steps
+    for lo, hi in chunk_bounds(progress.batch, num_batches, loop.config.steps_per_call):
+        call_start = time.perf_counter()
+        state, carry, costs_N, grad_norms_N, params_finite = train_fn(
+            state, carry, epoch_inputs[lo:hi], epoch_targets[lo:hi]
+        )
+        costs, grad_norms = np.asarray(costs_N, np.float64), np.asarray(grad_norms_N, np.float64)
+        step = int(state.step)
+        check_finite(costs, grad_norms, bool(params_finite), progress.epoch, lo, step - (hi - lo))
+        seconds = time.perf_counter() - call_start
+        progress = dataclasses.replace(
+            progress,
+            batch=hi,
+            cost_sum=progress.cost_sum + float(costs.sum()),
+            epoch_seconds=progress.epoch_seconds + seconds,
+            train_seconds=progress.train_seconds + seconds,
+        )
+        scalars = dict(
+            perplexity=perplexity(progress.cost_sum, hi, num_steps),
+            learning_rate=float(loop.schedule(step - 1)),
+            grad_norm=float(grad_norms.mean()),
+            words_per_sec=(hi - start_batch)
+            * batch_size
+            * num_steps
+            / (time.perf_counter() - start_time),
+        )
+        loop.reporter.train_progress(progress.epoch, lo, hi, num_batches, step, scalars)
+        due = every and step // every > (step - (hi - lo)) // every
+        if hi < num_batches and (due or loop.stop):
+            loop.save(state, carry, progress)
+        if hi < num_batches and loop.stop:
+            raise Interrupted(loop.stop[0], step)
+    return state, progress
 
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> model.ModelConfig:
@@ -200,8 +316,24 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> model.Mo
 
 def load_data(config: ml_collections.ConfigDict):
     """(epoch_inputs_NxBxT, epoch_targets_NxBxT, valid_ids, test_ids, vocab): the training
-    epoch laid out once, cut to `max_batches_per_epoch` when that is set."""
-    train_ids, valid_ids, test_ids, vocab = data.ptb_raw_data(config.data_dir or None)
+    epoch laid out once, cut to `max_batches_per_epoch` when that is set. A split too short
+    for its batch layout is a ConfigError naming the keys to change."""
+    train_ids, valid_ids, test_ids, vocab = data.ptb_raw_data(
+        config.data_dir or None, url=config.data_url
+    )
+    layouts = [
+        ("train", train_ids, "batch_size", "num_steps"),
+        ("valid", valid_ids, "batch_size", "num_steps"),
+        ("test", test_ids, "test_batch_size", "test_num_steps"),
+    ]
+    for split, ids, batch_key, steps_key in layouts:
+        if data.epoch_size(len(ids), config[batch_key], config[steps_key]) <= 0:
+            raise ConfigError(
+                f"The {split} split has {len(ids)} words, too few for "
+                f"config.{batch_key}={config[batch_key]} rows of "
+                f"config.{steps_key}={config[steps_key]} steps (each row needs at least "
+                f"{config[steps_key] + 1} words). Lower {batch_key} or {steps_key}."
+            )
     epoch_inputs, epoch_targets = data.epoch_batches(train_ids, config.batch_size, config.num_steps)
     if config.max_batches_per_epoch:
         epoch_inputs = epoch_inputs[: config.max_batches_per_epoch]
@@ -209,80 +341,123 @@ def load_data(config: ml_collections.ConfigDict):
     return epoch_inputs, epoch_targets, valid_ids, test_ids, vocab
 
 
+def initial_state(config: ml_collections.ConfigDict, cfg: model.ModelConfig, optimizer):
+    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    params = model.init_params(init_key, cfg)
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), dropout_key)
+
+
 def create_training(config: ml_collections.ConfigDict, cfg: model.ModelConfig, steps_per_epoch):
     """(initial state, schedule, jitted train_chunk, jitted eval_pass)."""
-    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
     schedule = lr_schedule(
         config.learning_rate, config.lr_decay, config.full_lr_epochs, steps_per_epoch
     )
     optimizer = make_optimizer(config.max_grad_norm, schedule)
-    params = model.init_params(init_key, cfg)
-    state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-    step_kwargs = dict(cfg=cfg, optimizer=optimizer, dropout_key=dropout_key)
-    train_fn = jax.jit(functools.partial(train_chunk, **step_kwargs), donate_argnums=(0, 1))
+    state = initial_state(config, cfg, optimizer)
+    train_fn = jax.jit(
+        functools.partial(train_chunk, cfg=cfg, optimizer=optimizer), donate_argnums=(0, 1)
+    )
     eval_fn = jax.jit(functools.partial(eval_pass, cfg=cfg))
     return state, schedule, train_fn, eval_fn
 
 
+@dataclasses.dataclass
+class Loop:
+    """What `train_epoch` needs beyond the state: settings and the run's side effects."""
+
+    config: ml_collections.ConfigDict
+    schedule: optax.Schedule
+    reporter: reporting.Reporter
+    save: Callable  # save(state, carry, progress)
+    stop: list  # signals received, from `stop_signals`
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
-    """Train, validate each epoch, test at the end; writes config.json, metrics.jsonl
-    and results.json into `workdir` and returns the results."""
+    """Train, validate each epoch, test at the end, continuing from the workdir's latest
+    checkpoint if there is one. Writes config.json, vocab.txt, checkpoints/, metrics.jsonl,
+    tensorboard/, learning_curve.png and results.json into `workdir`; returns the results.
+    Raises Interrupted (after saving) on SIGTERM/SIGINT."""
     validate_config(config)
-    start = time.perf_counter()
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
+    process_start = time.perf_counter()
     epoch_inputs, epoch_targets, valid_ids, test_ids, vocab = load_data(config)
-    steps_per_epoch = len(epoch_inputs)
+    checkpoints.prepare_workdir(workdir, config, vocab)
+    steps_per_epoch, batch_size, num_steps = epoch_inputs.shape
     logging.info("vocabulary %d words; %d batches per epoch", len(vocab), steps_per_epoch)
     cfg = model_config(config, len(vocab))
     state, schedule, train_fn, eval_fn = create_training(config, cfg, steps_per_epoch)
-
-    metrics_path = workdir / "metrics.jsonl"
-    metrics_path.write_text("")
-    train_seconds = 0.0
-    for epoch in range(1, config.num_epochs + 1):
-        # Schedule -> train one epoch -> validate -> record.
-        epoch_start = time.perf_counter()
-        lr = float(schedule((epoch - 1) * steps_per_epoch))
-        logging.info("epoch %d learning rate %.4g", epoch, lr)
-        state, train_ppl, wps = run_epoch(train_fn, state, epoch_inputs, epoch_targets, cfg, epoch)
-        train_seconds += time.perf_counter() - epoch_start
-        valid_ppl = evaluate(eval_fn, state.params, valid_ids, config.batch_size, config.num_steps)
-        seconds = time.perf_counter() - epoch_start
+    carry = model.zero_carry(cfg, batch_size)
+    mngr = checkpoints.manager(workdir, config.keep_checkpoints)
+    progress = checkpoints.Progress()
+    restored = checkpoints.restore(mngr, state, carry)
+    if restored:
+        state, carry, progress = restored
         logging.info(
-            "epoch %d train perplexity %.2f valid perplexity %.2f (%.0fs)",
-            epoch,
-            train_ppl,
-            valid_ppl,
-            seconds,
+            "Resuming from the checkpoint at step %d: epoch %d, batch %d.",
+            int(state.step),
+            progress.epoch,
+            progress.batch,
         )
-        record = dict(
-            epoch=epoch,
-            lr=lr,
-            train_perplexity=train_ppl,
-            valid_perplexity=valid_ppl,
-            words_per_sec=wps,
-            seconds=seconds,
-        )
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+    wall_before = progress.wall_seconds
 
-    test_ppl = evaluate(
-        eval_fn, state.params, test_ids, config.test_batch_size, config.test_num_steps
-    )
+    def save(state, carry, progress):
+        wall = wall_before + time.perf_counter() - process_start
+        checkpoints.save(mngr, state, carry, dataclasses.replace(progress, wall_seconds=wall))
+
+    reporter = reporting.Reporter(workdir, progress.history, int(state.step))
+    try:
+        with stop_signals() as stop:
+            loop = Loop(config, schedule, reporter, save, stop)
+            for epoch in range(progress.epoch, config.num_epochs + 1):
+                # Schedule -> train (from a checkpoint's batch) -> validate -> record -> save.
+                if progress.batch == 0:
+                    carry = model.zero_carry(cfg, batch_size)
+                lr = float(schedule((epoch - 1) * steps_per_epoch))
+                reporter.epoch_start(epoch, steps_per_epoch, progress.batch, lr)
+                state, progress = train_epoch(
+                    train_fn, state, carry, progress, epoch_inputs, epoch_targets, loop=loop
+                )
+                valid_start = time.perf_counter()
+                valid_ppl = evaluate(eval_fn, state.params, cfg, valid_ids, batch_size, num_steps)
+                record = dict(
+                    epoch=epoch,
+                    lr=lr,
+                    train_perplexity=perplexity(progress.cost_sum, steps_per_epoch, num_steps),
+                    valid_perplexity=valid_ppl,
+                    words_per_sec=epoch_inputs.size / progress.epoch_seconds,
+                    seconds=progress.epoch_seconds + time.perf_counter() - valid_start,
+                )
+                progress = checkpoints.Progress(
+                    epoch=epoch + 1,
+                    train_seconds=progress.train_seconds,
+                    history=[*progress.history, record],
+                )
+                reporter.epoch_end(record, progress.history, int(state.step))
+                save(state, model.zero_carry(cfg, batch_size), progress)
+                if stop:
+                    raise Interrupted(stop[0], int(state.step))
+
+        test_ppl = evaluate(
+            eval_fn, state.params, cfg, test_ids, config.test_batch_size, config.test_num_steps
+        )
+        reporter.test(test_ppl, int(state.step))
+    finally:
+        reporter.close()
+        mngr.close()
     logging.info(
         "test perplexity %.2f (batch %d, steps %d)",
         test_ppl,
         config.test_batch_size,
         config.test_num_steps,
     )
+    last = progress.history[-1]
     results = dict(
-        train_perplexity=train_ppl,
-        valid_perplexity=valid_ppl,
+        train_perplexity=last["train_perplexity"],
+        valid_perplexity=last["valid_perplexity"],
         test_perplexity=test_ppl,
-        total_seconds=time.perf_counter() - start,
+        step=int(state.step),
+        total_seconds=wall_before + time.perf_counter() - process_start,
         # Training alone (compilation included), evaluation excluded.
-        words_per_sec=config.num_epochs * epoch_inputs.size / train_seconds,
+        words_per_sec=len(progress.history) * epoch_inputs.size / progress.train_seconds,
     )
     (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -1,17 +1,13 @@
 """The reader against TF's own test vector, real PTB counts, and a local download server."""
 
-import functools
 import hashlib
-import http.server
-import io
 import os
 import pathlib
 import socket
-import tarfile
-import threading
 
 import numpy as np
 import pytest
+from conftest import make_tarball
 
 from lstm_lm import data
 
@@ -69,47 +65,6 @@ FAKE_PTB = {
 FAKE_SHA256 = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in FAKE_PTB.items()}
 
 
-def make_tarball(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, text in files.items():
-            payload = text.encode()
-            info = tarfile.TarInfo(f"./simple-examples/data/{name}")
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    return buf.getvalue()
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = self.server.body
-        self.send_response(200)
-        self.send_header("Content-Length", str(self.server.claimed_length or len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def serve():
-    """serve(body, claimed_length=None) -> URL of a one-file server on 127.0.0.1."""
-    servers = []
-
-    def start(body: bytes, claimed_length: int | None = None) -> str:
-        server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-        server.body, server.claimed_length = body, claimed_length
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_port}/simple-examples.tgz"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
 def test_download_places_verified_files_and_nothing_else(tmp_path, serve):
     url = serve(make_tarball(FAKE_PTB))
     data.download_ptb(tmp_path / "ptb", url=url, sha256=FAKE_SHA256)
@@ -120,10 +75,8 @@ def test_download_places_verified_files_and_nothing_else(tmp_path, serve):
 
 def test_ptb_raw_data_downloads_when_files_are_missing(tmp_path, serve, monkeypatch):
     url = serve(make_tarball(FAKE_PTB))
-    monkeypatch.setattr(
-        data, "download_ptb", functools.partial(data.download_ptb, url=url, sha256=FAKE_SHA256)
-    )
-    train, valid, test, vocab = data.ptb_raw_data(tmp_path / "cache")
+    monkeypatch.setattr(data, "PTB_SHA256", FAKE_SHA256)
+    train, valid, test, vocab = data.ptb_raw_data(tmp_path / "cache", url=url)
     assert len(train) == 9 and len(vocab) == 7
     # "a" and "dog" are not in the training text: they become <unk>.
     np.testing.assert_array_equal(test, [vocab["<unk>"], vocab["<unk>"], vocab["<eos>"]])

@@ -1,0 +1,155 @@
+"""Checkpoints: all a run needs to continue exactly where it stopped, kept with orbax.
+
+A workdir holds
+
+    config.json          the config in effect (rewritten when a resume changes a value)
+    vocab.txt            the vocabulary, one word per line, in id order
+    checkpoints/<step>/  orbax: "state" (TrainState: step, params, optimizer state,
+                         dropout key) and "carry" (c, h), plus "progress" as JSON
+
+`Progress` is where the loop stands: the epoch in progress, how many of its batches
+are done and their summed cost, and the records of the finished epochs. A save inside
+an epoch keeps the recurrent carry, so the rest of the epoch sees what it would have
+seen without the interruption.
+
+orbax writes each checkpoint into a temporary directory and renames it when complete,
+so a process killed during a save leaves the previous checkpoint as the latest.
+"""
+
+import dataclasses
+import json
+import logging as std_logging
+import os
+import pathlib
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from absl import logging
+
+# Keys that fix the saved arrays' shapes or the meaning of the data position; a resume
+# that changes one of them is refused. Other changes are allowed and logged.
+MUST_MATCH = ("hidden_size", "num_layers", "batch_size", "num_steps", "max_batches_per_epoch")
+
+
+def _quiet_orbax(record: std_logging.LogRecord) -> bool:
+    """Keep orbax's warnings and errors, drop its dozens of info lines per save."""
+    return record.levelno >= std_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+logging.get_absl_logger().addFilter(_quiet_orbax)
+
+
+class CheckpointError(Exception):
+    """A checkpoint or workdir cannot be used; the message says which and what to do."""
+
+
+@dataclasses.dataclass
+class Progress:
+    epoch: int = 1  # the epoch in progress (num_epochs + 1 once training is over)
+    batch: int = 0  # batches of that epoch already trained
+    cost_sum: float = 0.0  # their summed cost
+    epoch_seconds: float = 0.0  # training time spent on that epoch so far
+    train_seconds: float = 0.0  # training time of the whole run so far
+    wall_seconds: float = 0.0  # wall time of the whole run so far, at the save
+    history: list = dataclasses.field(default_factory=list)  # one record per finished epoch
+
+
+def prepare_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, vocab) -> None:
+    """Write config.json and vocab.txt; on a resume, first check they agree with the saved
+    ones: a change to a MUST_MATCH key or to the vocabulary is a CheckpointError."""
+    config_path, vocab_path = workdir / "config.json", workdir / "vocab.txt"
+    words = list(vocab)
+    if config_path.exists():
+        saved = json.loads(config_path.read_text())
+        changed = {k: (saved.get(k), config[k]) for k in config.keys() if saved.get(k) != config[k]}
+        refused = sorted(k for k in changed if k in MUST_MATCH)
+        if refused:
+            diffs = ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused)
+            raise CheckpointError(
+                f"{workdir} holds a run whose config differs in {diffs}; its checkpoints "
+                "cannot continue with that. Use the saved values or another --workdir."
+            )
+        for key, (old, new) in sorted(changed.items()):
+            logging.warning("Resuming with config.%s changed: %r -> %r", key, old, new)
+    if vocab_path.exists() and vocab_path.read_text().split("\n")[:-1] != words:
+        raise CheckpointError(
+            f"The vocabulary built from the data differs from {vocab_path}, which the run "
+            "in this workdir was trained with. Point data_dir at that run's data or use "
+            "another --workdir."
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(config.to_json(indent=2) + "\n")
+    vocab_path.write_text("".join(w + "\n" for w in words))
+
+
+def load_vocab(workdir: pathlib.Path) -> dict[str, int]:
+    path = workdir / "vocab.txt"
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: {workdir} does not hold a training run.")
+    return {word: i for i, word in enumerate(path.read_text().split("\n")[:-1])}
+
+
+def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+    path = workdir / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: {workdir} does not hold a training run.")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def manager(workdir: pathlib.Path, keep: int) -> ocp.CheckpointManager:
+    """Checkpoints under workdir/checkpoints, the newest `keep` kept. Saves are synchronous:
+    when `save` returns, the checkpoint is complete on disk."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, enable_async_checkpointing=False, cleanup_tmp_directories=True
+    )
+    return ocp.CheckpointManager(workdir.resolve() / "checkpoints", options=options)
+
+
+def save(mngr: ocp.CheckpointManager, state, carry, progress: Progress) -> None:
+    """Save at `state.step`, unless that step is already saved."""
+    step = int(state.step)
+    if mngr.latest_step() == step:
+        return
+    mngr.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            carry=ocp.args.StandardSave(carry),
+            progress=ocp.args.JsonSave(dataclasses.asdict(progress)),
+        ),
+    )
+    logging.info(
+        "saved checkpoint at step %d (epoch %d, batch %d)", step, progress.epoch, progress.batch
+    )
+
+
+def restore(mngr: ocp.CheckpointManager, state, carry, step: int | None = None):
+    """(state, carry, progress) of checkpoint `step` (default: the latest), or None when
+    there is none. `state` and `carry` give the tree structure, shapes and dtypes."""
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        return None
+    if step not in mngr.all_steps():
+        steps = ", ".join(map(str, mngr.all_steps())) or "none"
+        raise CheckpointError(f"No checkpoint at step {step} in {mngr.directory} (has: {steps}).")
+    try:
+        restored = mngr.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_abstract(state)),
+                carry=ocp.args.StandardRestore(_abstract(carry)),
+                progress=ocp.args.JsonRestore(),
+            ),
+        )
+        progress = Progress(**restored["progress"])
+    except Exception as e:  # orbax and tensorstore raise many types for a damaged file
+        raise CheckpointError(
+            f"Checkpoint {mngr.directory / str(step)} is unreadable ({type(e).__name__}: "
+            f"{e}). Move that directory away to fall back to the previous checkpoint."
+        ) from e
+    return restored["state"], restored["carry"], progress
+
+
+def _abstract(tree):
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)

@@ -1,0 +1,144 @@
+"""Using a trained run's checkpoint: evaluate it on PTB, score a text file, sample text.
+
+Each function takes the run's workdir (its config.json, vocab.txt and checkpoints/) and
+a checkpoint step (None = the latest); none of them needs the training data except
+`evaluate_run`, which reads the valid and test splits.
+"""
+
+import dataclasses
+import pathlib
+import re
+
+import jax
+import numpy as np
+from absl import logging
+
+from lstm_lm import checkpoints, data, model, sampling, train
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    config: object  # ml_collections.ConfigDict, as saved in config.json
+    cfg: model.ModelConfig
+    params: dict
+    vocab: dict[str, int]
+    step: int
+
+
+def load_run(workdir: pathlib.Path, step: int | None = None) -> Run:
+    """The parameters of checkpoint `step` (default: the latest) with the run's config
+    and vocabulary; CheckpointError when the workdir holds no usable checkpoint."""
+    config, vocab = checkpoints.load_config(workdir), checkpoints.load_vocab(workdir)
+    cfg = train.model_config(config, len(vocab))
+    optimizer = train.make_optimizer(config.max_grad_norm, lambda step: config.learning_rate)
+    state_shapes = jax.eval_shape(lambda: train.initial_state(config, cfg, optimizer))
+    carry_shapes = jax.eval_shape(lambda: model.zero_carry(cfg, config.batch_size))
+    mngr = checkpoints.manager(workdir, config.keep_checkpoints)
+    try:
+        restored = checkpoints.restore(mngr, state_shapes, carry_shapes, step)
+    finally:
+        mngr.close()
+    if restored is None:
+        raise checkpoints.CheckpointError(f"{workdir} has no checkpoint yet.")
+    state, _, _ = restored
+    logging.info("Loaded %s at step %d.", workdir, int(state.step))
+    return Run(config, cfg, state.params, vocab, int(state.step))
+
+
+def evaluate_run(run: Run, batch_size: int | None, num_steps: int | None) -> dict[str, float]:
+    """Valid and test perplexity. By default each split uses the layout training reported
+    it with (valid: batch_size x num_steps; test: test_batch_size x test_num_steps)."""
+    _, valid_ids, test_ids, vocab = data.ptb_raw_data(
+        run.config.data_dir or None, url=run.config.data_url
+    )
+    if list(vocab) != list(run.vocab):
+        raise checkpoints.CheckpointError(
+            "The data's vocabulary differs from the run's vocab.txt: evaluate on the data "
+            "the run was trained on (config.data_dir or $LSTM_LM_DATA_DIR)."
+        )
+    eval_fn = jax.jit(lambda *args: train.eval_pass(*args, cfg=run.cfg))
+    layouts = {
+        "valid": (valid_ids, run.config.batch_size, run.config.num_steps),
+        "test": (test_ids, run.config.test_batch_size, run.config.test_num_steps),
+    }
+    results = {}
+    for split, (ids, default_batch, default_steps) in layouts.items():
+        b, t = batch_size or default_batch, num_steps or default_steps
+        if data.epoch_size(len(ids), b, t) <= 0:
+            raise train.ConfigError(
+                f"The {split} split ({len(ids)} words) is too short for {b}x{t}."
+            )
+        results[f"{split}_perplexity"] = train.evaluate(eval_fn, run.params, run.cfg, ids, b, t)
+        logging.info(
+            "%s perplexity %.2f (batch %d, steps %d)", split, results[split + "_perplexity"], b, t
+        )
+    return results
+
+
+def score_ids(run: Run, ids: np.ndarray, num_steps: int = 100) -> float:
+    """Perplexity of the stream `ids` read as one row: every id after the first is
+    predicted from all before it (the first is context only, as in TF's evaluation)."""
+    if len(ids) < 2:
+        raise data.DataError(f"Need at least two words to score, got {len(ids)}.")
+    eval_fn = jax.jit(lambda *args: train.eval_pass(*args, cfg=run.cfg))
+    carry, cost_sum = model.zero_carry(run.cfg, 1), 0.0
+    num_full = (len(ids) - 1) // num_steps
+    pieces = [(0, num_full * num_steps, num_steps), (num_full * num_steps, len(ids) - 1, None)]
+    for lo, hi, steps in pieces:
+        if hi == lo:
+            continue
+        steps = steps or hi - lo
+        inputs_NxBxT = ids[lo:hi].reshape(-1, 1, steps)
+        targets_NxBxT = ids[lo + 1 : hi + 1].reshape(-1, 1, steps)
+        cost, carry = eval_fn(run.params, carry, inputs_NxBxT, targets_NxBxT)
+        cost_sum += float(cost)
+    return float(np.exp(cost_sum / (len(ids) - 1)))
+
+
+def score_file(run: Run, path: pathlib.Path) -> dict:
+    """Perplexity of a text file, its words read as PTB's (newline = <eos>) with words
+    outside the vocabulary mapped to <unk>."""
+    words = data.read_words(path)
+    ids = data.words_to_ids(words, run.vocab)
+    num_unknown = sum(w not in run.vocab for w in words)
+    return dict(
+        perplexity=score_ids(run, ids), words=len(words), unknown_words=num_unknown, step=run.step
+    )
+
+
+def sample_text(
+    run: Run,
+    prompt: str,
+    num_words: int,
+    *,
+    temperature: float,
+    top_k: int,
+    greedy: bool,
+    seed: int,
+) -> str:
+    """The prompt and `num_words` sampled words after it, `<eos>` shown as a newline.
+    An empty prompt starts a new sentence (the model is fed `<eos>`)."""
+    if num_words <= 0:
+        raise train.ConfigError(f"The number of words to sample must be > 0, got {num_words}.")
+    if not greedy and not temperature > 0:
+        raise train.ConfigError(f"The temperature must be > 0, got {temperature}, or use greedy.")
+    if not 0 <= top_k <= run.cfg.vocab_size:
+        raise train.ConfigError(f"top_k must be in [0, {run.cfg.vocab_size}], got {top_k}.")
+    prompt_words = prompt.split() or [data.EOS]
+    unknown = sorted({w for w in prompt_words if w not in run.vocab})
+    if unknown:
+        logging.warning("Prompt words not in the vocabulary, read as <unk>: %s", unknown)
+    prompt_ids = data.words_to_ids(prompt_words, run.vocab)
+    words_N = sampling.sample(
+        run.params,
+        prompt_ids,
+        jax.random.PRNGKey(seed),
+        temperature,
+        cfg=run.cfg,
+        num_words=num_words,
+        top_k=top_k,
+        greedy=greedy,
+    )
+    id_to_word = list(run.vocab)
+    text = " ".join([*prompt.split(), *(id_to_word[i] for i in np.asarray(words_N))])
+    return re.sub(rf" ?{data.EOS} ?", "\n", text)

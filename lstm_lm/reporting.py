@@ -1,0 +1,106 @@
+"""Where a training run's numbers go, all in the workdir or on the terminal:
+
+- progress: a bar on an interactive terminal, else a log line about every 10% of an epoch;
+- `tensorboard/`: event files (tensorboardX, no TensorFlow needed) with train perplexity,
+  learning rate, gradient norm and words/s as training goes, valid/test perplexity;
+- `metrics.jsonl`: one JSON record per finished epoch;
+- `learning_curve.png`: train/valid perplexity per epoch, redrawn after each epoch.
+"""
+
+import json
+import pathlib
+import sys
+
+import matplotlib
+import tensorboardX
+import tqdm
+from absl import logging
+
+matplotlib.use("Agg")  # files only, no display needed; before pyplot is imported
+from matplotlib import pyplot as plt  # noqa: E402
+
+REPORTS_PER_EPOCH = 10  # log lines per epoch when there is no progress bar
+
+
+class Reporter:
+    """The run's sink for numbers. `history` (records of finished epochs, e.g. from a
+    checkpoint) is rewritten to metrics.jsonl; TensorBoard events from `start_step` on
+    are dropped, as a resumed run writes them anew."""
+
+    def __init__(self, workdir: pathlib.Path, history: list[dict], start_step: int):
+        self.workdir = workdir
+        self.metrics_path = workdir / "metrics.jsonl"
+        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+        self.writer = tensorboardX.SummaryWriter(
+            str(workdir / "tensorboard"), purge_step=start_step or None, flush_secs=30
+        )
+        self.interactive = sys.stderr.isatty()
+        self.bar = None
+
+    def epoch_start(self, epoch: int, num_batches: int, start_batch: int, lr: float) -> None:
+        logging.info("epoch %d learning rate %.4g", epoch, lr)
+        if start_batch:
+            logging.info("epoch %d resumes at batch %d of %d", epoch, start_batch, num_batches)
+        if self.interactive:
+            self.bar = tqdm.tqdm(
+                total=num_batches, initial=start_batch, desc=f"epoch {epoch}", unit="batch"
+            )
+
+    def train_progress(self, epoch, lo, hi, num_batches, step, scalars: dict) -> None:
+        """After batches [lo, hi) of the epoch; `scalars`: perplexity, lr, grad_norm, wps."""
+        for name, value in scalars.items():
+            self.writer.add_scalar(f"train/{name}", value, step)
+        if self.bar is not None:
+            self.bar.update(hi - lo)
+            self.bar.set_postfix(perplexity=f"{scalars['perplexity']:.2f}")
+        elif hi * REPORTS_PER_EPOCH // num_batches > lo * REPORTS_PER_EPOCH // num_batches:
+            logging.info(
+                "epoch %d %3.0f%% perplexity %.2f speed %.0f wps",
+                epoch,
+                100 * hi / num_batches,
+                scalars["perplexity"],
+                scalars["words_per_sec"],
+            )
+
+    def epoch_end(self, record: dict, history: list[dict], step: int) -> None:
+        """Log, append to metrics.jsonl, TensorBoard, and redraw the learning curve."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        logging.info(
+            "epoch %d train perplexity %.2f valid perplexity %.2f (%.0fs)",
+            record["epoch"],
+            record["train_perplexity"],
+            record["valid_perplexity"],
+            record["seconds"],
+        )
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.writer.add_scalar("valid/perplexity", record["valid_perplexity"], step)
+        self.writer.flush()
+        plot_learning_curve(history, self.workdir / "learning_curve.png")
+
+    def test(self, perplexity: float, step: int) -> None:
+        self.writer.add_scalar("test/perplexity", perplexity, step)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.writer.close()
+
+
+def plot_learning_curve(history: list[dict], path: pathlib.Path) -> None:
+    """Train and valid perplexity per epoch, log scale, to a PNG at `path`."""
+    epochs = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(epochs, [r["train_perplexity"] for r in history], "o-", label="train")
+    ax.plot(epochs, [r["valid_perplexity"] for r in history], "s-", label="valid")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("perplexity")
+    ax.set_title(path.parent.name)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,309 @@
+"""Whole runs: the workdir main.py writes, an exact resume after SIGTERM, kill -9 during
+a checkpoint save, divergence, a damaged checkpoint, and the evaluate/score/sample modes."""
+
+import json
+import pathlib
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from conftest import REPO, main_command, run_main, write_corpus
+
+from lstm_lm import checkpoints, data, inference, model, train
+
+TINY = ["--config.num_epochs=2", "--config.steps_per_call=4", "--config.checkpoint_every_steps=10"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished 2-epoch ptb_tiny run on the synthetic corpus: (tmp dir, workdir, process)."""
+    tmp = tmp_path_factory.mktemp("trained")
+    data_dir = write_corpus(tmp / "data")
+    workdir = tmp / "run"
+    proc = run_main(tmp, f"--workdir={workdir}", f"--config.data_dir={data_dir}", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    return tmp, workdir, proc
+
+
+def copy_run(trained, tmp_path) -> pathlib.Path:
+    shutil.copytree(trained[1], tmp_path / "run")
+    return tmp_path / "run"
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def read_scalars(directory: pathlib.Path) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value)] from TFRecord event files, parsed by hand: u64 length,
+    u32 crc, the Event proto, u32 crc."""
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        buf, pos = path.read_bytes(), 0
+        while pos < len(buf):
+            (length,) = struct.unpack("<Q", buf[pos : pos + 8])
+            event = event_pb2.Event.FromString(buf[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_training_writes_metrics_results_events_curve_and_checkpoints(trained):
+    tmp, workdir, proc = trained
+    assert json.loads((workdir / "config.json").read_text())["num_epochs"] == 2
+    vocab = (workdir / "vocab.txt").read_text().split()
+    assert len(vocab) == 42 and {"<unk>", "<eos>", "w0"} <= set(vocab)
+    epochs = read_jsonl(workdir / "metrics.jsonl")
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    keys = {"epoch", "lr", "train_perplexity", "valid_perplexity", "words_per_sec", "seconds"}
+    assert all(set(e) == keys for e in epochs)
+    assert epochs[1]["lr"] == pytest.approx(0.5)  # ptb_tiny: decay starts after epoch 1
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["valid_perplexity"] == epochs[-1]["valid_perplexity"]
+    steps_per_epoch = (3600 // 20 - 1) // 2  # 400 lines of 9 words, batch 20, 2 steps
+    assert results["step"] == 2 * steps_per_epoch
+    assert 1 < results["test_perplexity"] < 100  # vocabulary is 42: near uniform, not blown up
+
+    png = (workdir / "learning_curve.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (600, 400)
+
+    scalars = read_scalars(workdir / "tensorboard")
+    assert [v for _, v in scalars["valid/perplexity"]] == pytest.approx(
+        [e["valid_perplexity"] for e in epochs], rel=1e-6
+    )
+    assert scalars["test/perplexity"][0][1] == pytest.approx(results["test_perplexity"])
+    for tag in ("train/perplexity", "train/learning_rate", "train/grad_norm"):
+        assert len(scalars[tag]) > 10
+    assert scalars["train/words_per_sec"][-1][0] == results["step"]
+
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir())
+    assert len(steps) == 3 and steps[-1] == results["step"]  # keep_checkpoints = 3
+    assert len(re.findall(r"epoch 2 +\d+% perplexity", proc.stderr)) == 10  # one per ~10%
+    assert "test perplexity" in proc.stderr
+    assert any((tmp / "jax_cache").iterdir())  # compiled steps kept for the next run
+
+
+def real_ptb_dir() -> pathlib.Path:
+    data_dir = data.default_data_dir()
+    if not (data_dir / "ptb.train.txt").is_file():
+        pytest.skip(f"set ${data.DATA_DIR_ENV} to a directory with the PTB files")
+    return data_dir
+
+
+def saved_progress(workdir: pathlib.Path) -> tuple[int, dict]:
+    with ocp.CheckpointManager(workdir.resolve() / "checkpoints") as mngr:
+        step = mngr.latest_step()
+        restored = mngr.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
+    return step, restored["progress"]
+
+
+def test_sigterm_mid_epoch_then_rerun_ends_bitwise_like_an_uninterrupted_run(tmp_path):
+    args = [
+        f"--config.data_dir={real_ptb_dir()}",
+        "--config.num_epochs=2",
+        "--config.max_batches_per_epoch=3000",
+    ]
+    straight = run_main(tmp_path, f"--workdir={tmp_path / 'straight'}", *args)
+    assert straight.returncode == 0, straight.stderr
+
+    workdir = tmp_path / "interrupted"
+    proc = subprocess.Popen(
+        main_command(tmp_path, f"--workdir={workdir}", *args),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stderr:  # wait until epoch 1 is under way
+        if re.search(r"epoch 1 +\d+% perplexity", line):
+            break
+    proc.send_signal(signal.SIGTERM)
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, stderr
+    assert "To resume, rerun:" in stderr and f"--workdir={workdir}" in stderr
+    assert not (workdir / "results.json").exists()
+    step, progress = saved_progress(workdir)
+    assert progress["epoch"] == 1 and 0 < progress["batch"] == step < 3000
+
+    resumed = run_main(tmp_path, f"--workdir={workdir}", *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"Resuming from the checkpoint at step {step}: epoch 1, batch {step}" in resumed.stderr
+    want = json.loads((tmp_path / "straight" / "results.json").read_text())
+    got = json.loads((workdir / "results.json").read_text())
+    for key in ("train_perplexity", "valid_perplexity", "test_perplexity", "step"):
+        assert got[key] == want[key], key  # bitwise: the same calls on the same values
+    for got_epoch, want_epoch in zip(
+        read_jsonl(workdir / "metrics.jsonl"), read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+    ):
+        assert got_epoch["valid_perplexity"] == want_epoch["valid_perplexity"]
+
+
+KILLED_SAVER = """
+import pathlib, sys
+import jax, jax.numpy as jnp
+from lstm_lm import checkpoints, model, train
+
+cfg = model.ModelConfig(vocab_size=20_000, hidden_size=1000, num_layers=1, init_scale=0.1)
+optimizer = train.make_optimizer(1.0, lambda step: 1.0)
+mngr = checkpoints.manager(pathlib.Path(sys.argv[1]), keep=3)
+carry = model.zero_carry(cfg, 2)
+for step in (1, 2):  # ~220 MB each
+    params = model.init_params(jax.random.PRNGKey(step), cfg)
+    key = jnp.zeros(2, jnp.uint32)
+    state = train.TrainState(jnp.array(step), params, optimizer.init(params), key)
+    print("saving", step, flush=True)
+    checkpoints.save(mngr, state, carry, checkpoints.Progress(batch=step))
+"""
+
+
+def test_kill_9_during_a_checkpoint_save_leaves_the_previous_checkpoint_usable(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SAVER, str(tmp_path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout.readline().split() == ["saving", "1"]
+    assert proc.stdout.readline().split() == ["saving", "2"]  # step 1 is complete
+    deadline = time.monotonic() + 60
+    while not any(".orbax-checkpoint-tmp" in p.name for p in (tmp_path / "checkpoints").iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the save was not caught"
+    proc.kill()  # SIGKILL while step 2 is half written
+    assert proc.wait() == -signal.SIGKILL
+
+    cfg = model.ModelConfig(vocab_size=20_000, hidden_size=1000, num_layers=1, init_scale=0.1)
+    params = model.init_params(jax.random.PRNGKey(1), cfg)
+    optimizer = train.make_optimizer(1.0, lambda step: 1.0)
+    template = train.TrainState(
+        jnp.array(0), params, optimizer.init(params), jnp.zeros(2, jnp.uint32)
+    )
+    mngr = checkpoints.manager(tmp_path, keep=3)
+    assert mngr.all_steps() == [1]
+    state, _, progress = checkpoints.restore(mngr, template, model.zero_carry(cfg, 2))
+    mngr.close()
+    assert int(state.step) == 1 and progress.batch == 1
+    for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(got, want)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["1"]  # debris removed
+
+
+def tiny_config(data_dir: pathlib.Path):
+    config = train.base_config()
+    config.update(num_layers=1, num_steps=2, hidden_size=2, num_epochs=1, full_lr_epochs=1)
+    config.update(data_dir=str(data_dir), steps_per_call=2, checkpoint_every_steps=2)
+    return config
+
+
+def test_divergence_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real_step = train.train_step
+
+    def step_that_diverges_at_step_7(state, *args, **kwargs):
+        new_state, carry, (cost, grad_norm) = real_step(state, *args, **kwargs)
+        bad = state.step >= 6
+        params = jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), new_state.params)
+        return new_state.replace(params=params), carry, (jnp.where(bad, jnp.nan, cost), grad_norm)
+
+    monkeypatch.setattr(train, "train_step", step_that_diverges_at_step_7)
+    workdir = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match=r"global step 7 \(epoch 1, batch 7\): cost nan"):
+        train.train_and_evaluate(tiny_config(write_corpus(tmp_path / "data")), workdir)
+    assert not (workdir / "results.json").exists()
+    run = inference.load_run(workdir)
+    assert run.step == 6  # saved every 2 steps; nothing after the bad one
+    assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(run.params))
+
+
+def test_a_damaged_checkpoint_is_a_clear_error(trained, tmp_path):
+    workdir = copy_run(trained, tmp_path)
+    latest = max((workdir / "checkpoints").iterdir(), key=lambda p: int(p.name))
+    for path in (latest / "state").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"not a checkpoint")
+    evaluate = run_main(tmp_path, "--mode=evaluate", f"--workdir={workdir}", config=None)
+    resume = run_main(
+        tmp_path, f"--workdir={workdir}", f"--config.data_dir={trained[0] / 'data'}", *TINY
+    )
+    for proc in (evaluate, resume):
+        assert proc.returncode == 1
+        assert f"Checkpoint {latest.resolve()} is unreadable" in proc.stderr
+        assert "Move that directory away" in proc.stderr
+
+
+def test_resuming_with_another_model_shape_is_refused_by_key(trained, tmp_path):
+    workdir = copy_run(trained, tmp_path)
+    data_dir = trained[0] / "data"
+    proc = run_main(
+        tmp_path, f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--config.hidden_size=4"
+    )
+    assert proc.returncode == 1
+    assert "differs in hidden_size: 2 -> 4" in proc.stderr
+
+
+def test_evaluate_mode_reproduces_the_runs_perplexities(trained, tmp_path):
+    _, workdir, _ = trained
+    results = json.loads((workdir / "results.json").read_text())
+    proc = run_main(tmp_path, "--mode=evaluate", f"--workdir={workdir}", config=None)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["valid_perplexity"] == results["valid_perplexity"]
+    assert got["test_perplexity"] == results["test_perplexity"]
+    assert got["step"] == results["step"]
+    tf_protocol = run_main(
+        tmp_path,
+        "--mode=evaluate",
+        f"--workdir={workdir}",
+        "--eval_batch_size=1",
+        "--eval_num_steps=1",
+        config=None,
+    )
+    assert tf_protocol.returncode == 0, tf_protocol.stderr
+    got = json.loads(tf_protocol.stdout)
+    assert got["test_perplexity"] == pytest.approx(results["test_perplexity"], rel=1e-5)
+    assert got["valid_perplexity"] != results["valid_perplexity"]  # another layout
+
+
+def test_score_mode_on_the_test_file_matches_the_test_perplexity(trained, tmp_path):
+    data_tmp, workdir, _ = trained
+    results = json.loads((workdir / "results.json").read_text())
+    test_file = data_tmp / "data" / "ptb.test.txt"
+    proc = run_main(
+        tmp_path, "--mode=score", f"--workdir={workdir}", f"--text_file={test_file}", config=None
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    # ptb_tiny tests with batch 1, 1 step: every word after the first, like score.
+    assert got["perplexity"] == pytest.approx(results["test_perplexity"], rel=1e-5)
+    assert got["words"] == len(data.read_words(test_file)) and got["unknown_words"] == 0
+
+    other = tmp_path / "other.txt"
+    other.write_text(" w1 w2 zebra\n w3 okapi w1\n")
+    proc = run_main(
+        tmp_path, "--mode=score", f"--workdir={workdir}", f"--text_file={other}", config=None
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["unknown_words"] == 2
+
+
+def test_sample_mode_prints_the_prompt_and_the_drawn_words(trained, tmp_path):
+    _, workdir, _ = trained
+    vocab = set((workdir / "vocab.txt").read_text().split())
+    for extra in (["--greedy"], ["--top_k=3", "--temperature=0.7", "--seed=1"]):
+        args = ["--mode=sample", f"--workdir={workdir}", "--prompt=w1 w2", "--num_words=20"]
+        proc = run_main(tmp_path, *args, *extra, config=None)
+        assert proc.returncode == 0, proc.stderr
+        words, newlines = proc.stdout.split(), proc.stdout[:-1].count("\n")  # <eos> each
+        assert words[:2] == ["w1", "w2"]
+        assert len(words) + newlines == 22 and set(words) <= vocab
