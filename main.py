@@ -119,6 +119,17 @@ def main(argv):
         sys.exit(f"Error: {e}")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, with a --config.KEY that the config lacks told in one line."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as e:  # what ml_collections raises for an unknown key
+        while e.args and isinstance(e.args[0], Exception):  # unwrap to the KeyError's text
+            e = e.args[0]
+        detail = str(e.args[0] if e.args else e).replace("\n", ". ")
+        sys.exit(f"Error: the config has no such key: {detail}")
+
+
 if __name__ == "__main__":
     logging.set_verbosity(logging.INFO)
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

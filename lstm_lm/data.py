@@ -104,7 +104,7 @@ def ptb_raw_data(
         )
     train_words, valid_words, test_words = (read_words(p) for p in paths)
     for path, words in zip(paths, (train_words, valid_words, test_words)):
-        if not words:
+        if not set(words) - {EOS}:
             raise DataError(f"{path} holds no words; replace it with the PTB file.")
     vocab = build_vocab(train_words)
     ids = [words_to_ids(w, vocab) for w in (train_words, valid_words, test_words)]

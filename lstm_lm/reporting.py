@@ -11,13 +11,8 @@ import json
 import pathlib
 import sys
 
-import matplotlib
-import tensorboardX
 import tqdm
 from absl import logging
-
-matplotlib.use("Agg")  # files only, no display needed; before pyplot is imported
-from matplotlib import pyplot as plt  # noqa: E402
 
 REPORTS_PER_EPOCH = 10  # log lines per epoch when there is no progress bar
 
@@ -31,6 +26,8 @@ class Reporter:
         self.workdir = workdir
         self.metrics_path = workdir / "metrics.jsonl"
         self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+        import tensorboardX  # here, not at the top: it takes seconds (it loads torch if present)
+
         self.writer = tensorboardX.SummaryWriter(
             str(workdir / "tensorboard"), purge_step=start_step or None, flush_secs=30
         )
@@ -91,11 +88,18 @@ class Reporter:
 
 def plot_learning_curve(history: list[dict], path: pathlib.Path) -> None:
     """Train and valid perplexity per epoch, log scale, to a PNG at `path`."""
+    import matplotlib  # here, not at the top: a second of import that only this needs
+
+    matplotlib.use("Agg")  # files only, no display needed
+    from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [r["epoch"] for r in history]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.plot(epochs, [r["train_perplexity"] for r in history], "o-", label="train")
     ax.plot(epochs, [r["valid_perplexity"] for r in history], "s-", label="valid")
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("perplexity")
     ax.set_title(path.parent.name)

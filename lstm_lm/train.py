@@ -255,7 +255,7 @@ def chunk_bounds(start: int, num_batches: int, steps_per_call: int) -> list[tupl
     """The jitted calls [lo, hi) that finish an epoch from batch `start`: the fixed grid
     0, K, 2K, ..., num_batches, cut at `start`."""
     grid = [b for b in range(0, num_batches, steps_per_call) if b > start]
-    edges = [start, *grid, num_batches]
+    edges = [start, *grid, num_batches] if start < num_batches else []
     return list(zip(edges[:-1], edges[1:]))
 
 

@@ -121,10 +121,23 @@ def test_eval_pass_threads_the_carry_from_zeros():
         ("keep_prob", 1.5),
         ("learning_rate", 0.0),
         ("max_batches_per_epoch", -2),
+        ("learning_rate", float("inf")),
+        ("max_grad_norm", float("nan")),
+        ("steps_per_call", 0),
+        ("keep_checkpoints", 0),
+        ("checkpoint_every_steps", -1),
     ],
 )
 def test_nonsensical_config_values_are_refused_by_name(key, value):
     config = train.base_config()
     config[key] = value
-    with pytest.raises(ValueError, match=f"config.{key} must be"):
+    with pytest.raises(train.ConfigError, match=f"config.{key} must be"):
         train.validate_config(config)
+
+
+def test_an_epoch_resumed_mid_way_makes_the_same_calls_as_an_uninterrupted_one():
+    assert train.chunk_bounds(0, 11, 4) == [(0, 4), (4, 8), (8, 11)]
+    assert train.chunk_bounds(4, 11, 4) == [(4, 8), (8, 11)]
+    assert train.chunk_bounds(8, 11, 4) == [(8, 11)]
+    assert train.chunk_bounds(6, 11, 4) == [(6, 8), (8, 11)]  # a position off the grid
+    assert train.chunk_bounds(11, 11, 4) == []

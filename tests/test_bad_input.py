@@ -1,0 +1,106 @@
+"""Bad input gets one clear line on stderr and exit status 1 (absl usage errors: 1 too),
+never a traceback from deep inside."""
+
+import os
+import pathlib
+
+import pytest
+from conftest import make_tarball, run_main, write_corpus
+
+from lstm_lm import data
+
+
+def assert_clear_error(proc, *fragments: str) -> None:
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in proc.stderr
+
+
+def train_with(tmp_path, data_dir, *args):
+    return run_main(
+        tmp_path, f"--workdir={tmp_path / 'run'}", f"--config.data_dir={data_dir}", *args
+    )
+
+
+def test_missing_data_file(tmp_path):
+    data_dir = write_corpus(tmp_path / "data")
+    (data_dir / "ptb.valid.txt").unlink()
+    proc = train_with(tmp_path, data_dir)
+    assert_clear_error(proc, f"{data_dir} lacks ptb.valid.txt but has the other PTB files")
+
+
+def test_empty_data_file(tmp_path):
+    data_dir = write_corpus(tmp_path / "data")
+    (data_dir / "ptb.test.txt").write_text("\n\n")
+    proc = train_with(tmp_path, data_dir)
+    assert_clear_error(proc, f"{data_dir / 'ptb.test.txt'} holds no words")
+
+
+def test_unreadable_data(tmp_path, monkeypatch):
+    data_dir = write_corpus(tmp_path / "data")
+    valid = data_dir / "ptb.valid.txt"
+    valid.chmod(0)
+    if os.access(valid, os.R_OK):
+        # Running as root, which reads anything: make open() fail the way it would.
+        real_open = open
+
+        def open_denied(path, *args, **kwargs):
+            if pathlib.Path(path) == valid:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, *args, **kwargs)
+
+        monkeypatch.setattr("builtins.open", open_denied)
+        with pytest.raises(data.DataError, match=f"Cannot read {valid}.*Permission denied"):
+            data.ptb_raw_data(data_dir)
+        return
+    assert_clear_error(train_with(tmp_path, data_dir), f"Cannot read {valid}", "Permission denied")
+    valid.chmod(0o644)
+    data_dir.chmod(0)
+    try:
+        proc = train_with(tmp_path, data_dir)
+    finally:
+        data_dir.chmod(0o755)
+    assert_clear_error(proc, f"No permission to read the data directory {data_dir}")
+
+
+def test_download_with_a_wrong_checksum(tmp_path, serve):
+    not_ptb = {name: " some other text\n" for name in data.PTB_FILES}
+    url = serve(make_tarball(not_ptb))
+    proc = train_with(tmp_path, tmp_path / "empty", f"--config.data_url={url}")
+    assert_clear_error(proc, "ptb.train.txt from", "has SHA-256", "To place the files by hand")
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.batch_size=0", "config.batch_size must be > 0, got 0"),
+        ("--config.keep_prob=1.5", "config.keep_prob must be in (0, 1], got 1.5"),
+        ("--config.learning_rate=inf", "config.learning_rate must be finite, got inf"),
+        ("--config.steps_per_call=0", "config.steps_per_call must be > 0, got 0"),
+        ("--config.num_steps=1000", "The train split has 3600 words, too few for"),
+        ("--config.test_num_steps=5000", "config.test_num_steps=5000 steps"),
+    ],
+)
+def test_nonsensical_config_value(tmp_path, override, message):
+    proc = train_with(tmp_path, write_corpus(tmp_path / "data"), override)
+    assert_clear_error(proc, message)
+
+
+def test_unknown_config_key(tmp_path):
+    proc = train_with(tmp_path, write_corpus(tmp_path / "data"), "--config.batchsize=3")
+    assert_clear_error(proc, "the config has no such key", 'Did you mean "batch_size"')
+
+
+def test_workdir_that_is_a_file(tmp_path):
+    (tmp_path / "run").write_text("")
+    proc = train_with(tmp_path, write_corpus(tmp_path / "data"))
+    assert_clear_error(proc, f"--workdir={tmp_path / 'run'} is not a directory")
+
+
+def test_modes_without_a_run(tmp_path):
+    proc = run_main(tmp_path, "--mode=sample", config=None)
+    assert_clear_error(proc, "--mode=sample needs --workdir of a trained run")
+    proc = run_main(tmp_path, "--mode=evaluate", f"--workdir={tmp_path}", config=None)
+    assert_clear_error(proc, f"{tmp_path / 'config.json'} is missing")
