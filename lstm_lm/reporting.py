@@ -86,19 +86,43 @@ class Reporter:
         self.writer.close()
 
 
+class Silent:
+    """A Reporter that reports nothing: for the processes other than process 0."""
+
+    def __init__(self, *args):
+        pass
+
+    def epoch_start(self, *args):
+        pass
+
+    def train_progress(self, *args):
+        pass
+
+    def epoch_end(self, *args):
+        pass
+
+    def test(self, *args):
+        pass
+
+    def close(self):
+        pass
+
+
 def plot_learning_curve(history: list[dict], path: pathlib.Path) -> None:
     """Train and valid perplexity per epoch, log scale, to a PNG at `path`."""
     import matplotlib  # here, not at the top: a second of import that only this needs
 
     matplotlib.use("Agg")  # files only, no display needed
     from matplotlib import pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
     epochs = [r["epoch"] for r in history]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.plot(epochs, [r["train_perplexity"] for r in history], "o-", label="train")
     ax.plot(epochs, [r["valid_perplexity"] for r in history], "s-", label="valid")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("perplexity")
