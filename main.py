@@ -46,6 +46,15 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_bool("greedy", False, "sample: always take the most likely word.")
 flags.DEFINE_integer("seed", 0, "sample: random seed.")
+flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Several processes: call jax.distributed.initialize(), which finds its settings itself "
+    "on Cloud TPU and under SLURM; elsewhere give the three flags below.",
+)
+flags.DEFINE_string("coordinator_address", None, "Several processes: host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "Several processes: how many.")
+flags.DEFINE_integer("process_id", None, "Several processes: this one's index, from 0.")
 FLAGS = flags.FLAGS
 
 USER_ERRORS = (data.DataError, checkpoints.CheckpointError, train.ConfigError, FloatingPointError)
@@ -89,8 +98,16 @@ def main(argv):
         sys.exit(f"Error: --workdir={workdir} is not a directory.")
     if FLAGS.jax_cache_dir:
         jax.config.update("jax_compilation_cache_dir", FLAGS.jax_cache_dir)
+    if FLAGS.distributed or FLAGS.coordinator_address:
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     logging.info("workdir: %s", workdir.resolve())
-    logging.info("JAX %s on %s", jax.__version__, jax.devices())
+    logging.info(
+        "JAX %s, process %d of %d, devices %s",
+        jax.__version__,
+        jax.process_index(),
+        jax.process_count(),
+        jax.devices(),
+    )
     try:
         if FLAGS.mode == "train":
             run_training(workdir)

@@ -22,7 +22,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lstm_lm import model, train  # noqa: E402
+from lstm_lm import model, parallel, train  # noqa: E402
 
 SHAPES = {  # name: (hidden_size, num_steps, max_grad_norm); 2 layers, batch 20, V=10,000
     "small": (200, 20, 5.0),
@@ -58,7 +58,7 @@ class Ours:
         )
         self.cfg = train.model_config(config, VOCAB)
         self.state, _, self.train_fn, self.eval_fn = train.create_training(
-            config, self.cfg, steps_per_epoch=10**6
+            config, self.cfg, steps_per_epoch=10**6, mesh=parallel.make_mesh(1)
         )
         self.carry = model.zero_carry(self.cfg, BATCH)
 

@@ -24,6 +24,7 @@ import pathlib
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -106,9 +107,15 @@ def manager(workdir: pathlib.Path, keep: int) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(workdir.resolve() / "checkpoints", options=options)
 
 
+def step_of(state) -> int:
+    """The global step of a TrainState, on any process (the step is replicated)."""
+    return int(np.asarray(state.step.addressable_data(0)))
+
+
 def save(mngr: ocp.CheckpointManager, state, carry, progress: Progress) -> None:
-    """Save at `state.step`, unless that step is already saved."""
-    step = int(state.step)
+    """Save at `state.step`, unless that step is already saved. Every process calls this
+    (orbax writes each array once); each waits until the checkpoint is complete."""
+    step = step_of(state)
     if mngr.latest_step() == step:
         return
     mngr.save(
@@ -152,4 +159,12 @@ def restore(mngr: ocp.CheckpointManager, state, carry, step: int | None = None):
 
 
 def _abstract(tree):
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+    """Shapes, dtypes and the shardings to restore onto: the template's, or one device
+    when it has none; so a checkpoint restores on any number of devices."""
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def spec(a):
+        sharding = getattr(a, "sharding", None) or one_device
+        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)
+
+    return jax.tree.map(spec, tree)

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from lstm_lm import checkpoints, data, model, sampling, train
+from lstm_lm import checkpoints, data, model, parallel, sampling, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +41,9 @@ def load_run(workdir: pathlib.Path, step: int | None = None) -> Run:
     if restored is None:
         raise checkpoints.CheckpointError(f"{workdir} has no checkpoint yet.")
     state, _, _ = restored
-    logging.info("Loaded %s at step %d.", workdir, int(state.step))
-    return Run(config, cfg, state.params, vocab, int(state.step))
+    step = checkpoints.step_of(state)
+    logging.info("Loaded %s at step %d.", workdir, step)
+    return Run(config, cfg, state.params, vocab, step)
 
 
 def evaluate_run(run: Run, batch_size: int | None, num_steps: int | None) -> dict[str, float]:
@@ -68,7 +69,9 @@ def evaluate_run(run: Run, batch_size: int | None, num_steps: int | None) -> dic
             raise train.ConfigError(
                 f"The {split} split ({len(ids)} words) is too short for {b}x{t}."
             )
-        results[f"{split}_perplexity"] = train.evaluate(eval_fn, run.params, run.cfg, ids, b, t)
+        results[f"{split}_perplexity"] = train.evaluate(
+            eval_fn, run.params, ids, b, t, cfg=run.cfg, mesh=parallel.make_mesh(1)
+        )
         logging.info(
             "%s perplexity %.2f (batch %d, steps %d)", split, results[split + "_perplexity"], b, t
         )

@@ -5,6 +5,9 @@ The step functions are plain Python over explicit state, jitted once in
 `train_step`), so the host only syncs between calls; the recurrent carry goes from
 batch to batch, is reset to zeros at the start of each epoch and of each evaluation.
 
+The batch's rows are split across the devices of a mesh (`parallel`); the step itself
+is written for one device, and XLA partitions it.
+
 The calls of an epoch follow a fixed grid (batches 0, K, 2K, ...), and checkpoints are
 only taken between calls, so a run resumed from a checkpoint makes the same calls on the
 same values as one that never stopped: its results are bitwise the same on CPU.
@@ -29,7 +32,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from lstm_lm import checkpoints, data, model, reporting
+from lstm_lm import checkpoints, data, model, parallel, reporting
 
 
 @flax.struct.dataclass
@@ -77,6 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
             "steps_per_call": 50,  # batches per jitted call; signals are handled between calls
             "checkpoint_every_steps": 500,  # 0 = only at the end of each epoch
             "keep_checkpoints": 3,  # the newest this many are kept
+            "num_devices": 0,  # the batch's rows are split across this many; 0 = all devices
         }
     )
 
@@ -96,7 +100,12 @@ POSITIVE_KEYS = (
     "steps_per_call",
     "keep_checkpoints",
 )
-NON_NEGATIVE_KEYS = ("full_lr_epochs", "max_batches_per_epoch", "checkpoint_every_steps")
+NON_NEGATIVE_KEYS = (
+    "full_lr_epochs",
+    "max_batches_per_epoch",
+    "checkpoint_every_steps",
+    "num_devices",
+)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -115,6 +124,23 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{key} must be >= 0, got {config[key]!r}.")
     if not 0.0 < config.keep_prob <= 1.0:
         raise ConfigError(f"config.keep_prob must be in (0, 1], got {config.keep_prob!r}.")
+    devices = jax.devices()
+    if config.num_devices > len(devices):
+        raise ConfigError(
+            f"config.num_devices={config.num_devices}, but there are {len(devices)} "
+            f"{devices[0].platform} devices; 0 uses all of them."
+        )
+    if jax.process_count() > 1 and config.num_devices not in (0, len(devices)):
+        raise ConfigError(
+            f"With {jax.process_count()} processes the mesh spans all {len(devices)} "
+            "devices: set config.num_devices=0."
+        )
+    num_devices = config.num_devices or len(devices)
+    if config.batch_size % num_devices:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} does not divide by the {num_devices} "
+            "devices that share its rows; change batch_size or num_devices."
+        )
 
 
 def lr_schedule(
@@ -195,14 +221,18 @@ def perplexity(cost_sum: float, num_batches: int, num_steps: int) -> float:
     return math.exp(cost_sum / (num_batches * num_steps))
 
 
-def evaluate(
-    eval_fn, params, cfg: model.ModelConfig, raw_ids: np.ndarray, batch_size: int, num_steps: int
-) -> float:
-    """Perplexity of `params` on `raw_ids` laid out as TF's reader does, from a zero carry."""
+def evaluate(eval_fn, params, raw_ids: np.ndarray, batch_size: int, num_steps: int, *, cfg, mesh):
+    """Perplexity of `params` on `raw_ids` laid out as TF's reader does, from a zero
+    carry; the rows are split across `mesh` when they divide by its size."""
     inputs_NxBxT, targets_NxBxT = data.epoch_batches(raw_ids, batch_size, num_steps)
-    carry = model.zero_carry(cfg, batch_size)
-    cost_sum, _ = eval_fn(params, carry, inputs_NxBxT, targets_NxBxT)
-    return perplexity(float(cost_sum), len(inputs_NxBxT), num_steps)
+    carry = parallel.put_carry(model.zero_carry(cfg, batch_size), mesh)
+    cost_sum, _ = eval_fn(
+        params,
+        carry,
+        parallel.put_batches(inputs_NxBxT, mesh),
+        parallel.put_batches(targets_NxBxT, mesh),
+    )
+    return perplexity(float(parallel.to_host(cost_sum)), len(inputs_NxBxT), num_steps)
 
 
 @contextlib.contextmanager
@@ -272,11 +302,16 @@ def train_epoch(train_fn, state, carry, progress, epoch_inputs, epoch_targets, *
     for lo, hi in chunk_bounds(progress.batch, num_batches, loop.config.steps_per_call):
         call_start = time.perf_counter()
         state, carry, costs_N, grad_norms_N, params_finite = train_fn(
-            state, carry, epoch_inputs[lo:hi], epoch_targets[lo:hi]
+            state,
+            carry,
+            parallel.put_batches(epoch_inputs[lo:hi], loop.mesh),
+            parallel.put_batches(epoch_targets[lo:hi], loop.mesh),
         )
-        costs, grad_norms = np.asarray(costs_N, np.float64), np.asarray(grad_norms_N, np.float64)
-        step = int(state.step)
-        check_finite(costs, grad_norms, bool(params_finite), progress.epoch, lo, step - (hi - lo))
+        costs = parallel.to_host(costs_N).astype(np.float64)
+        grad_norms = parallel.to_host(grad_norms_N).astype(np.float64)
+        step = int(parallel.to_host(state.step))
+        finite = bool(parallel.to_host(params_finite))
+        check_finite(costs, grad_norms, finite, progress.epoch, lo, step - (hi - lo))
         seconds = time.perf_counter() - call_start
         progress = dataclasses.replace(
             progress,
@@ -347,15 +382,22 @@ def initial_state(config: ml_collections.ConfigDict, cfg: model.ModelConfig, opt
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), dropout_key)
 
 
-def create_training(config: ml_collections.ConfigDict, cfg: model.ModelConfig, steps_per_epoch):
-    """(initial state, schedule, jitted train_chunk, jitted eval_pass)."""
+def create_training(
+    config: ml_collections.ConfigDict, cfg: model.ModelConfig, steps_per_epoch: int, mesh
+):
+    """(initial state, schedule, jitted train_chunk, jitted eval_pass) for `mesh`: the
+    state replicated on it, train_chunk's outputs replicated but for the carry, which
+    stays split by rows like its inputs. Eval follows its inputs' shardings."""
     schedule = lr_schedule(
         config.learning_rate, config.lr_decay, config.full_lr_epochs, steps_per_epoch
     )
     optimizer = make_optimizer(config.max_grad_norm, schedule)
-    state = initial_state(config, cfg, optimizer)
+    repl, rows = parallel.replicated(mesh), parallel.rows(mesh, 1, 3, config.batch_size)
+    state = jax.tree.map(lambda a: parallel.put(a, repl), initial_state(config, cfg, optimizer))
     train_fn = jax.jit(
-        functools.partial(train_chunk, cfg=cfg, optimizer=optimizer), donate_argnums=(0, 1)
+        functools.partial(train_chunk, cfg=cfg, optimizer=optimizer),
+        out_shardings=(repl, (rows, rows), repl, repl, repl),
+        donate_argnums=(0, 1),
     )
     eval_fn = jax.jit(functools.partial(eval_pass, cfg=cfg))
     return state, schedule, train_fn, eval_fn
@@ -367,33 +409,57 @@ class Loop:
 
     config: ml_collections.ConfigDict
     schedule: optax.Schedule
+    mesh: jax.sharding.Mesh
     reporter: reporting.Reporter
     save: Callable  # save(state, carry, progress)
     stop: list  # signals received, from `stop_signals`
 
 
+def next_epoch(progress, epoch: int, lr: float, valid_ppl: float, valid_seconds: float, shape):
+    """The Progress that starts epoch + 1, with a record of `epoch` (whose batches were
+    [N, B, T] = `shape`) appended to the history."""
+    num_batches, batch_size, num_steps = shape
+    record = dict(
+        epoch=epoch,
+        lr=lr,
+        train_perplexity=perplexity(progress.cost_sum, num_batches, num_steps),
+        valid_perplexity=valid_ppl,
+        words_per_sec=num_batches * batch_size * num_steps / progress.epoch_seconds,
+        seconds=progress.epoch_seconds + valid_seconds,
+    )
+    return checkpoints.Progress(
+        epoch=epoch + 1, train_seconds=progress.train_seconds, history=[*progress.history, record]
+    )
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     """Train, validate each epoch, test at the end, continuing from the workdir's latest
     checkpoint if there is one. Writes config.json, vocab.txt, checkpoints/, metrics.jsonl,
-    tensorboard/, learning_curve.png and results.json into `workdir`; returns the results.
-    Raises Interrupted (after saving) on SIGTERM/SIGINT."""
+    tensorboard/, learning_curve.png and results.json into `workdir` (the files from
+    process 0 only); returns the results. Raises Interrupted, after saving, on a signal."""
     validate_config(config)
-    process_start = time.perf_counter()
+    process_start, chief = time.perf_counter(), jax.process_index() == 0
+    mesh = parallel.make_mesh(config.num_devices)
     epoch_inputs, epoch_targets, valid_ids, test_ids, vocab = load_data(config)
-    checkpoints.prepare_workdir(workdir, config, vocab)
+    if chief:
+        checkpoints.prepare_workdir(workdir, config, vocab)
     steps_per_epoch, batch_size, num_steps = epoch_inputs.shape
     logging.info("vocabulary %d words; %d batches per epoch", len(vocab), steps_per_epoch)
+    logging.info("batch rows split across %d devices", mesh.size)
     cfg = model_config(config, len(vocab))
-    state, schedule, train_fn, eval_fn = create_training(config, cfg, steps_per_epoch)
-    carry = model.zero_carry(cfg, batch_size)
+    state, schedule, train_fn, eval_fn = create_training(config, cfg, steps_per_epoch, mesh)
+    evaluate_on = functools.partial(evaluate, eval_fn, cfg=cfg, mesh=mesh)
+
+    def zero_carry():
+        return parallel.put_carry(model.zero_carry(cfg, batch_size), mesh)
+
     mngr = checkpoints.manager(workdir, config.keep_checkpoints)
-    progress = checkpoints.Progress()
-    restored = checkpoints.restore(mngr, state, carry)
-    if restored:
+    carry, progress = zero_carry(), checkpoints.Progress()
+    if restored := checkpoints.restore(mngr, state, carry):
         state, carry, progress = restored
         logging.info(
             "Resuming from the checkpoint at step %d: epoch %d, batch %d.",
-            int(state.step),
+            checkpoints.step_of(state),
             progress.epoch,
             progress.batch,
         )
@@ -403,43 +469,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
         wall = wall_before + time.perf_counter() - process_start
         checkpoints.save(mngr, state, carry, dataclasses.replace(progress, wall_seconds=wall))
 
-    reporter = reporting.Reporter(workdir, progress.history, int(state.step))
+    report = reporting.Reporter if chief else reporting.Silent
+    reporter = report(workdir, progress.history, checkpoints.step_of(state))
     try:
         with stop_signals() as stop:
-            loop = Loop(config, schedule, reporter, save, stop)
+            loop = Loop(config, schedule, mesh, reporter, save, stop)
             for epoch in range(progress.epoch, config.num_epochs + 1):
                 # Schedule -> train (from a checkpoint's batch) -> validate -> record -> save.
-                if progress.batch == 0:
-                    carry = model.zero_carry(cfg, batch_size)
+                carry = carry if progress.batch else zero_carry()
                 lr = float(schedule((epoch - 1) * steps_per_epoch))
                 reporter.epoch_start(epoch, steps_per_epoch, progress.batch, lr)
                 state, progress = train_epoch(
                     train_fn, state, carry, progress, epoch_inputs, epoch_targets, loop=loop
                 )
                 valid_start = time.perf_counter()
-                valid_ppl = evaluate(eval_fn, state.params, cfg, valid_ids, batch_size, num_steps)
-                record = dict(
-                    epoch=epoch,
-                    lr=lr,
-                    train_perplexity=perplexity(progress.cost_sum, steps_per_epoch, num_steps),
-                    valid_perplexity=valid_ppl,
-                    words_per_sec=epoch_inputs.size / progress.epoch_seconds,
-                    seconds=progress.epoch_seconds + time.perf_counter() - valid_start,
+                valid_ppl = evaluate_on(state.params, valid_ids, batch_size, num_steps)
+                valid_seconds = time.perf_counter() - valid_start
+                progress = next_epoch(
+                    progress, epoch, lr, valid_ppl, valid_seconds, epoch_inputs.shape
                 )
-                progress = checkpoints.Progress(
-                    epoch=epoch + 1,
-                    train_seconds=progress.train_seconds,
-                    history=[*progress.history, record],
-                )
-                reporter.epoch_end(record, progress.history, int(state.step))
-                save(state, model.zero_carry(cfg, batch_size), progress)
+                step = checkpoints.step_of(state)
+                reporter.epoch_end(progress.history[-1], progress.history, step)
+                save(state, zero_carry(), progress)
                 if stop:
-                    raise Interrupted(stop[0], int(state.step))
-
-        test_ppl = evaluate(
-            eval_fn, state.params, cfg, test_ids, config.test_batch_size, config.test_num_steps
+                    raise Interrupted(stop[0], step)
+        test_ppl = evaluate_on(
+            state.params, test_ids, config.test_batch_size, config.test_num_steps
         )
-        reporter.test(test_ppl, int(state.step))
+        reporter.test(test_ppl, checkpoints.step_of(state))
     finally:
         reporter.close()
         mngr.close()
@@ -454,10 +511,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
         train_perplexity=last["train_perplexity"],
         valid_perplexity=last["valid_perplexity"],
         test_perplexity=test_ppl,
-        step=int(state.step),
+        step=checkpoints.step_of(state),
         total_seconds=wall_before + time.perf_counter() - process_start,
         # Training alone (compilation included), evaluation excluded.
         words_per_sec=len(progress.history) * epoch_inputs.size / progress.train_seconds,
     )
-    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if chief:
+        (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -1,0 +1,131 @@
+"""Data parallel on 4 simulated CPU devices: the same numbers as on 1, and checkpoints that
+move between device counts. The runs happen in a subprocess, since XLA_FLAGS must be set
+before JAX starts."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, main_command, write_corpus
+
+# A small 2-layer model with dropout, checkpoints every 10 steps, all kept.
+OVERRIDES = dict(
+    num_layers=2,
+    hidden_size=8,
+    num_steps=3,
+    batch_size=8,
+    keep_prob=0.5,
+    max_grad_norm=5.0,
+    num_epochs=2,
+    full_lr_epochs=1,
+    steps_per_call=4,
+    checkpoint_every_steps=10,
+    keep_checkpoints=50,
+)
+
+SCRIPT = r"""
+import json, pathlib, shutil, sys
+import jax
+import numpy as np
+from lstm_lm import parallel, train
+
+tmp, overrides = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2])
+
+def run(name, num_devices):
+    config = train.base_config()
+    config.update(overrides, data_dir=str(tmp / "data"), num_devices=num_devices)
+    results = train.train_and_evaluate(config, tmp / name)
+    metrics = (tmp / name / "metrics.jsonl").read_text().splitlines()
+    return dict(results, epochs=[json.loads(line) for line in metrics])
+
+def rewind(name, step):
+    # What a run stopped right after its checkpoint at `step` leaves behind.
+    for path in (tmp / name / "checkpoints").iterdir():
+        if int(path.name) > step:
+            shutil.rmtree(path)
+    (tmp / name / "results.json").unlink()
+
+rows = parallel.put_batches(np.zeros((2, 8, 3), np.int32), parallel.make_mesh(4))
+out = {"devices": len(jax.devices())}
+out["rows_per_device"] = [shard.data.shape[1] for shard in rows.addressable_shards]
+out["one"], out["four"] = run("one", 1), run("four", 4)
+rewind("four", 40)
+out["four_then_one"] = run("four", 1)
+rewind("one", 40)
+out["one_then_four"] = run("one", 4)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("parallel") / "data")
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir):
+    tmp = data_dir.parent
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp), json.dumps(OVERRIDES)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["devices"] == 4 and out["rows_per_device"] == [2, 2, 2, 2]
+    return out
+
+
+def assert_same_run(got: dict, want: dict) -> None:
+    """Equal to float tolerance: the batch's sums are reduced in another order."""
+    for key in ("train_perplexity", "valid_perplexity", "test_perplexity"):
+        assert got[key] == pytest.approx(want[key], rel=1e-5), key
+    assert got["step"] == want["step"]
+    for got_epoch, want_epoch in zip(got["epochs"], want["epochs"], strict=True):
+        for key in ("train_perplexity", "valid_perplexity"):
+            assert got_epoch[key] == pytest.approx(want_epoch[key], rel=1e-5), key
+
+
+def test_four_devices_give_the_numbers_of_one(runs):
+    assert_same_run(runs["four"], runs["one"])
+
+
+def test_a_checkpoint_from_four_devices_resumes_on_one_and_back(runs):
+    assert_same_run(runs["four_then_one"], runs["one"])
+    assert_same_run(runs["one_then_four"], runs["one"])
+
+
+def test_two_processes_of_two_devices_train_like_one_device(runs, data_dir, tmp_path):
+    """jax.distributed on CPU (gloo collectives): a 4-device mesh across 2 processes."""
+    overrides = dict(OVERRIDES, data_dir=data_dir)  # on ptb_tiny: the same as SCRIPT's runs
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [f"--config.{k}={v}" for k, v in overrides.items()]
+    args += [f"--workdir={tmp_path / 'run'}", f"--coordinator_address=127.0.0.1:{port}"]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            main_command(tmp_path, *args, "--num_processes=2", f"--process_id={i}"),
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=logs[i].open("w"),
+        )
+        for i in range(2)
+    ]
+    returncodes = [p.wait(timeout=600) for p in procs]
+    stderrs = [log.read_text() for log in logs]
+    assert returncodes == [0, 0], stderrs
+    assert "process 1 of 2" in stderrs[1] and "split across 4 devices" in stderrs[0]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    for key in ("train_perplexity", "valid_perplexity", "test_perplexity"):
+        assert results[key] == pytest.approx(runs["one"][key], rel=1e-5), key
