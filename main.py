@@ -6,7 +6,9 @@
     python main.py --mode=sample --workdir=DIR [--prompt=TEXT --num_words=50 --temperature=1
                    --top_k=0 --greedy --seed=0]
 
-Training resumes from DIR's latest checkpoint when DIR already holds the run. The other
+Training resumes from DIR's latest checkpoint when DIR already holds the run, and splits
+the batch across all devices. On several hosts, run the same command on each with
+--distributed (or --coordinator_address, --num_processes, --process_id). The other
 modes read DIR's config.json, vocab.txt and checkpoint (--step, default the latest).
 """
 
