@@ -56,11 +56,11 @@ class Progress:
     history: list = dataclasses.field(default_factory=list)  # one record per finished epoch
 
 
-def prepare_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, vocab) -> None:
-    """Write config.json and vocab.txt; on a resume, first check they agree with the saved
-    ones: a change to a MUST_MATCH key or to the vocabulary is a CheckpointError."""
+def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, vocab) -> None:
+    """When the workdir holds a run, check that `config` and `vocab` can continue it: a
+    change to a MUST_MATCH key or to the vocabulary is a CheckpointError; other changes
+    are logged. Every process checks, so that all of them stop on a refusal."""
     config_path, vocab_path = workdir / "config.json", workdir / "vocab.txt"
-    words = list(vocab)
     if config_path.exists():
         saved = json.loads(config_path.read_text())
         changed = {k: (saved.get(k), config[k]) for k in config.keys() if saved.get(k) != config[k]}
@@ -73,15 +73,19 @@ def prepare_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, vo
             )
         for key, (old, new) in sorted(changed.items()):
             logging.warning("Resuming with config.%s changed: %r -> %r", key, old, new)
-    if vocab_path.exists() and vocab_path.read_text().split("\n")[:-1] != words:
+    if vocab_path.exists() and vocab_path.read_text().split("\n")[:-1] != list(vocab):
         raise CheckpointError(
             f"The vocabulary built from the data differs from {vocab_path}, which the run "
             "in this workdir was trained with. Point data_dir at that run's data or use "
             "another --workdir."
         )
+
+
+def write_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, vocab) -> None:
+    """config.json (the config in effect) and vocab.txt (one word per line, in id order)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(config.to_json(indent=2) + "\n")
-    vocab_path.write_text("".join(w + "\n" for w in words))
+    (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
+    (workdir / "vocab.txt").write_text("".join(w + "\n" for w in vocab))
 
 
 def load_vocab(workdir: pathlib.Path) -> dict[str, int]:

@@ -7,6 +7,7 @@
 - `learning_curve.png`: train/valid perplexity per epoch, redrawn after each epoch.
 """
 
+import contextlib
 import json
 import pathlib
 import sys
@@ -59,6 +60,12 @@ class Reporter:
                 scalars["words_per_sec"],
             )
 
+    def pause(self):
+        """A context in which log lines can be written without breaking the bar."""
+        if self.bar is None:
+            return contextlib.nullcontext()
+        return tqdm.tqdm.external_write_mode(file=sys.stderr)
+
     def epoch_end(self, record: dict, history: list[dict], step: int) -> None:
         """Log, append to metrics.jsonl, TensorBoard, and redraw the learning curve."""
         if self.bar is not None:
@@ -97,6 +104,9 @@ class Silent:
 
     def train_progress(self, *args):
         pass
+
+    def pause(self):
+        return contextlib.nullcontext()
 
     def epoch_end(self, *args):
         pass

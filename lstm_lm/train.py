@@ -332,7 +332,8 @@ def train_epoch(train_fn, state, carry, progress, epoch_inputs, epoch_targets, *
         loop.reporter.train_progress(progress.epoch, lo, hi, num_batches, step, scalars)
         due = every and step // every > (step - (hi - lo)) // every
         if hi < num_batches and (due or loop.stop):
-            loop.save(state, carry, progress)
+            with loop.reporter.pause():
+                loop.save(state, carry, progress)
         if hi < num_batches and loop.stop:
             raise Interrupted(loop.stop[0], step)
     return state, progress
@@ -441,11 +442,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
     process_start, chief = time.perf_counter(), jax.process_index() == 0
     mesh = parallel.make_mesh(config.num_devices)
     epoch_inputs, epoch_targets, valid_ids, test_ids, vocab = load_data(config)
+    checkpoints.check_workdir(workdir, config, vocab)
     if chief:
-        checkpoints.prepare_workdir(workdir, config, vocab)
+        checkpoints.write_workdir(workdir, config, vocab)
     steps_per_epoch, batch_size, num_steps = epoch_inputs.shape
     logging.info("vocabulary %d words; %d batches per epoch", len(vocab), steps_per_epoch)
-    logging.info("batch rows split across %d devices", mesh.size)
+    logging.info("devices sharing the batch rows: %d", mesh.size)
     cfg = model_config(config, len(vocab))
     state, schedule, train_fn, eval_fn = create_training(config, cfg, steps_per_epoch, mesh)
     evaluate_on = functools.partial(evaluate, eval_fn, cfg=cfg, mesh=mesh)

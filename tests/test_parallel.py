@@ -125,7 +125,7 @@ def test_two_processes_of_two_devices_train_like_one_device(runs, data_dir, tmp_
     returncodes = [p.wait(timeout=600) for p in procs]
     stderrs = [log.read_text() for log in logs]
     assert returncodes == [0, 0], stderrs
-    assert "process 1 of 2" in stderrs[1] and "split across 4 devices" in stderrs[0]
+    assert "process 1 of 2" in stderrs[1] and "devices sharing the batch rows: 4" in stderrs[0]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     for key in ("train_perplexity", "valid_perplexity", "test_perplexity"):
         assert results[key] == pytest.approx(runs["one"][key], rel=1e-5), key
