@@ -61,7 +61,7 @@ def main() -> None:
         mesh = parallel.make_mesh(n)
         state, _, train_fn, _ = train.create_training(config, cfg, 10**6, mesh)
         carry = parallel.put_carry(model.zero_carry(cfg, args.batch_size), mesh)
-        batches = parallel.put_batches(inputs, mesh), parallel.put_batches(targets, mesh)
+        batches = parallel.put_rows(inputs, mesh), parallel.put_rows(targets, mesh)
         runners[n] = [train_fn, state, carry, batches]
 
     def window(n: int) -> float:

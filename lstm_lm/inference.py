@@ -57,7 +57,7 @@ def evaluate_run(run: Run, batch_size: int | None, num_steps: int | None) -> dic
             "The data's vocabulary differs from the run's vocab.txt: evaluate on the data "
             "the run was trained on (config.data_dir or $LSTM_LM_DATA_DIR)."
         )
-    eval_fn = jax.jit(lambda *args: train.eval_pass(*args, cfg=run.cfg))
+    eval_fn = train.make_eval_fn(run.cfg)
     layouts = {
         "valid": (valid_ids, run.config.batch_size, run.config.num_steps),
         "test": (test_ids, run.config.test_batch_size, run.config.test_num_steps),
@@ -65,10 +65,7 @@ def evaluate_run(run: Run, batch_size: int | None, num_steps: int | None) -> dic
     results = {}
     for split, (ids, default_batch, default_steps) in layouts.items():
         b, t = batch_size or default_batch, num_steps or default_steps
-        if data.epoch_size(len(ids), b, t) <= 0:
-            raise train.ConfigError(
-                f"The {split} split ({len(ids)} words) is too short for {b}x{t}."
-            )
+        train.check_split_fits(split, len(ids), b, t, "--eval_batch_size", "--eval_num_steps")
         results[f"{split}_perplexity"] = train.evaluate(
             eval_fn, run.params, ids, b, t, cfg=run.cfg, mesh=parallel.make_mesh(1)
         )
@@ -83,7 +80,7 @@ def score_ids(run: Run, ids: np.ndarray, num_steps: int = 100) -> float:
     predicted from all before it (the first is context only, as in TF's evaluation)."""
     if len(ids) < 2:
         raise data.DataError(f"Need at least two words to score, got {len(ids)}.")
-    eval_fn = jax.jit(lambda *args: train.eval_pass(*args, cfg=run.cfg))
+    eval_fn = train.make_eval_fn(run.cfg)
     carry, cost_sum = model.zero_carry(run.cfg, 1), 0.0
     num_full = (len(ids) - 1) // num_steps
     pieces = [(0, num_full * num_steps, num_steps), (num_full * num_steps, len(ids) - 1, None)]

@@ -43,13 +43,15 @@ def put(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
-def put_batches(x_NxBxT: np.ndarray, mesh: Mesh) -> jax.Array:
-    return put(x_NxBxT, rows(mesh, 1, 3, x_NxBxT.shape[1]))
+def put_rows(x_AxBxC: np.ndarray, mesh: Mesh) -> jax.Array:
+    """A 3-D array whose axis 1 holds the B rows (batches [N, B, T], a carry half
+    [L, B, H]), split along B."""
+    return put(x_AxBxC, rows(mesh, 1, 3, x_AxBxC.shape[1]))
 
 
 def put_carry(carry, mesh: Mesh):
     """(c, h), each [L, B, H], split along B."""
-    return jax.tree.map(lambda a: put(a, rows(mesh, 1, 3, a.shape[1])), carry)
+    return jax.tree.map(lambda a: put_rows(a, mesh), carry)
 
 
 def to_host(x: jax.Array) -> np.ndarray:

@@ -66,8 +66,10 @@ class Reporter:
             return contextlib.nullcontext()
         return tqdm.tqdm.external_write_mode(file=sys.stderr)
 
-    def epoch_end(self, record: dict, history: list[dict], step: int) -> None:
-        """Log, append to metrics.jsonl, TensorBoard, and redraw the learning curve."""
+    def epoch_end(self, history: list[dict], step: int) -> None:
+        """For the epoch just recorded in `history`: log, append to metrics.jsonl,
+        TensorBoard, and redraw the learning curve."""
+        record = history[-1]
         if self.bar is not None:
             self.bar.close()
             self.bar = None

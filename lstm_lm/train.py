@@ -221,6 +221,22 @@ def perplexity(cost_sum: float, num_batches: int, num_steps: int) -> float:
     return math.exp(cost_sum / (num_batches * num_steps))
 
 
+def make_eval_fn(cfg: model.ModelConfig):
+    """`eval_pass` jitted for `cfg`; it follows its inputs' shardings."""
+    return jax.jit(functools.partial(eval_pass, cfg=cfg))
+
+
+def check_split_fits(split, num_ids, batch_size, num_steps, batch_name, steps_name) -> None:
+    """ConfigError unless `num_ids` ids give at least one batch of batch_size x num_steps;
+    the names are the settings to lower."""
+    if data.epoch_size(num_ids, batch_size, num_steps) <= 0:
+        raise ConfigError(
+            f"The {split} split has {num_ids} words, too few for {batch_name}={batch_size} "
+            f"rows of {steps_name}={num_steps} steps (each row needs at least "
+            f"{num_steps + 1} words). Lower {batch_name} or {steps_name}."
+        )
+
+
 def evaluate(eval_fn, params, raw_ids: np.ndarray, batch_size: int, num_steps: int, *, cfg, mesh):
     """Perplexity of `params` on `raw_ids` laid out as TF's reader does, from a zero
     carry; the rows are split across `mesh` when they divide by its size."""
@@ -229,8 +245,8 @@ def evaluate(eval_fn, params, raw_ids: np.ndarray, batch_size: int, num_steps: i
     cost_sum, _ = eval_fn(
         params,
         carry,
-        parallel.put_batches(inputs_NxBxT, mesh),
-        parallel.put_batches(targets_NxBxT, mesh),
+        parallel.put_rows(inputs_NxBxT, mesh),
+        parallel.put_rows(targets_NxBxT, mesh),
     )
     return perplexity(float(parallel.to_host(cost_sum)), len(inputs_NxBxT), num_steps)
 
@@ -304,14 +320,15 @@ def train_epoch(train_fn, state, carry, progress, epoch_inputs, epoch_targets, *
         state, carry, costs_N, grad_norms_N, params_finite = train_fn(
             state,
             carry,
-            parallel.put_batches(epoch_inputs[lo:hi], loop.mesh),
-            parallel.put_batches(epoch_targets[lo:hi], loop.mesh),
+            parallel.put_rows(epoch_inputs[lo:hi], loop.mesh),
+            parallel.put_rows(epoch_targets[lo:hi], loop.mesh),
         )
         costs = parallel.to_host(costs_N).astype(np.float64)
         grad_norms = parallel.to_host(grad_norms_N).astype(np.float64)
-        step = int(parallel.to_host(state.step))
+        step = checkpoints.step_of(state)
+        first_step = step - (hi - lo)
         finite = bool(parallel.to_host(params_finite))
-        check_finite(costs, grad_norms, finite, progress.epoch, lo, step - (hi - lo))
+        check_finite(costs, grad_norms, finite, progress.epoch, lo, first_step)
         seconds = time.perf_counter() - call_start
         progress = dataclasses.replace(
             progress,
@@ -330,7 +347,7 @@ def train_epoch(train_fn, state, carry, progress, epoch_inputs, epoch_targets, *
             / (time.perf_counter() - start_time),
         )
         loop.reporter.train_progress(progress.epoch, lo, hi, num_batches, step, scalars)
-        due = every and step // every > (step - (hi - lo)) // every
+        due = every and step // every > first_step // every
         if hi < num_batches and (due or loop.stop):
             with loop.reporter.pause():
                 loop.save(state, carry, progress)
@@ -363,13 +380,14 @@ def load_data(config: ml_collections.ConfigDict):
         ("test", test_ids, "test_batch_size", "test_num_steps"),
     ]
     for split, ids, batch_key, steps_key in layouts:
-        if data.epoch_size(len(ids), config[batch_key], config[steps_key]) <= 0:
-            raise ConfigError(
-                f"The {split} split has {len(ids)} words, too few for "
-                f"config.{batch_key}={config[batch_key]} rows of "
-                f"config.{steps_key}={config[steps_key]} steps (each row needs at least "
-                f"{config[steps_key] + 1} words). Lower {batch_key} or {steps_key}."
-            )
+        check_split_fits(
+            split,
+            len(ids),
+            config[batch_key],
+            config[steps_key],
+            f"config.{batch_key}",
+            f"config.{steps_key}",
+        )
     epoch_inputs, epoch_targets = data.epoch_batches(train_ids, config.batch_size, config.num_steps)
     if config.max_batches_per_epoch:
         epoch_inputs = epoch_inputs[: config.max_batches_per_epoch]
@@ -400,8 +418,7 @@ def create_training(
         out_shardings=(repl, (rows, rows), repl, repl, repl),
         donate_argnums=(0, 1),
     )
-    eval_fn = jax.jit(functools.partial(eval_pass, cfg=cfg))
-    return state, schedule, train_fn, eval_fn
+    return state, schedule, train_fn, make_eval_fn(cfg)
 
 
 @dataclasses.dataclass
@@ -491,7 +508,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
                     progress, epoch, lr, valid_ppl, valid_seconds, epoch_inputs.shape
                 )
                 step = checkpoints.step_of(state)
-                reporter.epoch_end(progress.history[-1], progress.history, step)
+                reporter.epoch_end(progress.history, step)
                 save(state, zero_carry(), progress)
                 if stop:
                     raise Interrupted(stop[0], step)

@@ -48,7 +48,7 @@ def rewind(name, step):
             shutil.rmtree(path)
     (tmp / name / "results.json").unlink()
 
-rows = parallel.put_batches(np.zeros((2, 8, 3), np.int32), parallel.make_mesh(4))
+rows = parallel.put_rows(np.zeros((2, 8, 3), np.int32), parallel.make_mesh(4))
 out = {"devices": len(jax.devices())}
 out["rows_per_device"] = [shard.data.shape[1] for shard in rows.addressable_shards]
 out["one"], out["four"] = run("one", 1), run("four", 4)
