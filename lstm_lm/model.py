@@ -4,11 +4,14 @@ Parameters are a plain pytree:
 
     {"embedding": [V, H],
      "lstm": [{"w_x": [H, 4H], "w_h": [H, 4H], "b": [4H]}, ...],   # one per layer
-     "softmax": {"w": [H, V], "b": [V]}}
+     "softmax": {"w": [V, H], "b": [V]}}
 
 `w_x` and `w_h` are the two halves of TF `BasicLSTMCell`'s kernel (which acts on
 concat([x, h])), kept apart so the input half can be applied to all time steps in one
-matmul outside the recurrence. The recurrent carry is a pair (c_LxBxH, h_LxBxH).
+matmul outside the recurrence. The softmax weight is TF's `softmax_w` transposed: one row
+per word, like the embedding. In that layout XLA's CPU backend runs a small-config training
+step about 12% faster (experiments/benchmark/README.md); logits are `h @ w.T`. The
+recurrent carry is a pair (c_LxBxH, h_LxBxH).
 """
 
 import dataclasses
@@ -32,7 +35,10 @@ class ModelConfig:
 
 
 def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
-    """Every parameter uniform(-init_scale, init_scale), as in the paper and TF."""
+    """Every parameter uniform(-init_scale, init_scale), as in the paper and TF.
+
+    The softmax weight is drawn in TF's [H, V] shape and stored transposed, so a seed
+    gives the same model whichever layout it is stored in."""
     V, H = cfg.vocab_size, cfg.hidden_size
     shapes = {
         "embedding": (V, H),
@@ -43,7 +49,9 @@ def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
     keys = jax.random.split(key, len(leaves))
     s = cfg.init_scale
     values = [jax.random.uniform(k, shape, jnp.float32, -s, s) for k, shape in zip(keys, leaves)]
-    return jax.tree.unflatten(treedef, values)
+    params = jax.tree.unflatten(treedef, values)
+    params["softmax"]["w"] = params["softmax"]["w"].T
+    return params
 
 
 def zero_carry(cfg: ModelConfig, batch_size: int) -> Carry:
@@ -115,7 +123,7 @@ def forward(
         x_TxBxH = dropout(keys[layer_idx + 1], x_TxBxH, cfg.keep_prob)
         new_c.append(c_BxH)
         new_h.append(h_BxH)
-    logits_TxBxV = x_TxBxH @ params["softmax"]["w"] + params["softmax"]["b"]
+    logits_TxBxV = x_TxBxH @ params["softmax"]["w"].T + params["softmax"]["b"]
     return logits_TxBxV, (jnp.stack(new_c), jnp.stack(new_h))
 
 

@@ -37,7 +37,7 @@ def numpy_cost(params, carry, inputs, targets, forget_bias=0.0):
                 kernel, layer["b"], c[layer_idx], h[layer_idx], x, forget_bias
             )
             x = h[layer_idx]
-        logits = x @ p["softmax"]["w"] + p["softmax"]["b"]
+        logits = x @ p["softmax"]["w"].T + p["softmax"]["b"]  # w is stored [V, H]
         logits = logits - logits.max(axis=1, keepdims=True)
         log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
         cost -= log_probs[np.arange(batch), targets[:, t]].sum() / batch
