@@ -157,7 +157,9 @@ def restore(mngr: ocp.CheckpointManager, state, carry, step: int | None = None):
     except Exception as e:  # orbax and tensorstore raise many types for a damaged file
         raise CheckpointError(
             f"Checkpoint {mngr.directory / str(step)} is unreadable ({type(e).__name__}: "
-            f"{e}). Move that directory away to fall back to the previous checkpoint."
+            f"{e}). If it is damaged, move that directory away to fall back to the previous "
+            "checkpoint. If its arrays have other shapes than this code expects (a workdir "
+            "from before the softmax weight became [V, H]), train in a new workdir."
         ) from e
     return restored["state"], restored["carry"], progress
 

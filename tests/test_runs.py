@@ -239,7 +239,25 @@ def test_a_damaged_checkpoint_is_a_clear_error(trained, tmp_path):
     for proc in (evaluate, resume):
         assert proc.returncode == 1
         assert f"Checkpoint {latest.resolve()} is unreadable" in proc.stderr
-        assert "Move that directory away" in proc.stderr
+        assert "move that directory away" in proc.stderr
+
+
+# orbax leaves one of its read coroutines un-awaited after a failed restore
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_checkpoint_with_the_old_softmax_layout_says_to_use_a_new_workdir(tmp_path):
+    cfg = model.ModelConfig(vocab_size=30, hidden_size=4, num_layers=1, init_scale=0.1)
+    optimizer = train.make_optimizer(1.0, lambda step: 1.0)
+
+    def state_of(params):
+        return train.TrainState(jnp.array(1), params, optimizer.init(params), jnp.zeros(2))
+
+    params = model.init_params(jax.random.PRNGKey(0), cfg)
+    old = {**params, "softmax": {**params["softmax"], "w": params["softmax"]["w"].T}}
+    mngr = checkpoints.manager(tmp_path, keep=3)
+    checkpoints.save(mngr, state_of(old), model.zero_carry(cfg, 2), checkpoints.Progress())
+    with pytest.raises(checkpoints.CheckpointError, match=r"\(30, 4\).*\(4, 30\).*new workdir"):
+        checkpoints.restore(mngr, state_of(params), model.zero_carry(cfg, 2))
+    mngr.close()
 
 
 def test_resuming_with_another_model_shape_is_refused_by_key(trained, tmp_path):
