@@ -68,9 +68,32 @@ def default_workdir(config_path: str) -> pathlib.Path:
     return pathlib.Path("workdirs") / f"{pathlib.Path(config_path).stem}-{stamp}"
 
 
+def use_compilation_cache(cache_dir: str) -> None:
+    """Keep every compiled function in `cache_dir`, however fast it compiled: JAX's
+    defaults skip those that took under a second, which on a fast CPU is all of a small
+    model's, so whether a rerun compiles again would depend on the machine."""
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no size floor
+
+
+def without_flag(args: list[str], name: str) -> list[str]:
+    """`args` less the flag `name` in each of absl's spellings: --name=V, --name V, and
+    the same with one dash."""
+    kept, skip_value = [], False
+    for arg in args:
+        if skip_value:
+            skip_value = False
+        elif arg in (f"--{name}", f"-{name}"):
+            skip_value = True
+        elif not arg.startswith((f"--{name}=", f"-{name}=")):
+            kept.append(arg)
+    return kept
+
+
 def resume_command(workdir: pathlib.Path) -> str:
     """This process's command line with --workdir pinned, so rerunning it resumes."""
-    args = [a for a in sys.argv[1:] if not a.startswith("--workdir")]
+    args = without_flag(sys.argv[1:], "workdir")
     return shlex.join(["python", sys.argv[0], *args, f"--workdir={workdir}"])
 
 
@@ -99,7 +122,7 @@ def main(argv):
     if workdir.exists() and not workdir.is_dir():
         sys.exit(f"Error: --workdir={workdir} is not a directory.")
     if FLAGS.jax_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", FLAGS.jax_cache_dir)
+        use_compilation_cache(FLAGS.jax_cache_dir)
     if FLAGS.distributed or FLAGS.coordinator_address:
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     logging.info("workdir: %s", workdir.resolve())

@@ -38,10 +38,11 @@ def main_command(tmp_path: pathlib.Path, *args: str, config: str = "ptb_tiny") -
     ]
 
 
-def run_main(tmp_path: pathlib.Path, *args: str, config: str = "ptb_tiny"):
+def run_main(tmp_path: pathlib.Path, *args: str, config: str = "ptb_tiny", env=None):
     return subprocess.run(
         main_command(tmp_path, *args, config=config),
         cwd=tmp_path,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,

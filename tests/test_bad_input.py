@@ -5,9 +5,11 @@ import os
 import pathlib
 
 import pytest
-from conftest import make_tarball, run_main, write_corpus
+from conftest import REPO, make_tarball, run_main, write_corpus
 
 from lstm_lm import data
+
+DENIED_PATHS_SHIM = REPO / "tests" / "denied_paths"  # its sitecustomize.py denies reads
 
 
 def assert_clear_error(proc, *fragments: str) -> None:
@@ -17,9 +19,9 @@ def assert_clear_error(proc, *fragments: str) -> None:
         assert fragment in proc.stderr
 
 
-def train_with(tmp_path, data_dir, *args):
+def train_with(tmp_path, data_dir, *args, env=None):
     return run_main(
-        tmp_path, f"--workdir={tmp_path / 'run'}", f"--config.data_dir={data_dir}", *args
+        tmp_path, f"--workdir={tmp_path / 'run'}", f"--config.data_dir={data_dir}", *args, env=env
     )
 
 
@@ -37,30 +39,26 @@ def test_empty_data_file(tmp_path):
     assert_clear_error(proc, f"{data_dir / 'ptb.test.txt'} holds no words")
 
 
-def test_unreadable_data(tmp_path, monkeypatch):
+def train_denied(tmp_path, data_dir, denied: pathlib.Path):
+    """train_with, in a process to which `denied` reads as permission denied."""
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(DENIED_PATHS_SHIM), os.environ.get("PYTHONPATH", "")]),
+        DENIED_PATHS=str(denied),
+    )
+    return train_with(tmp_path, data_dir, env=env)
+
+
+def test_an_unreadable_data_file(tmp_path):
     data_dir = write_corpus(tmp_path / "data")
     valid = data_dir / "ptb.valid.txt"
-    valid.chmod(0)
-    if os.access(valid, os.R_OK):
-        # Running as root, which reads anything: make open() fail the way it would.
-        real_open = open
+    proc = train_denied(tmp_path, data_dir, valid)
+    assert_clear_error(proc, f"Cannot read {valid}", "Permission denied")
 
-        def open_denied(path, *args, **kwargs):
-            if pathlib.Path(path) == valid:
-                raise PermissionError(13, "Permission denied", str(path))
-            return real_open(path, *args, **kwargs)
 
-        monkeypatch.setattr("builtins.open", open_denied)
-        with pytest.raises(data.DataError, match=f"Cannot read {valid}.*Permission denied"):
-            data.ptb_raw_data(data_dir)
-        return
-    assert_clear_error(train_with(tmp_path, data_dir), f"Cannot read {valid}", "Permission denied")
-    valid.chmod(0o644)
-    data_dir.chmod(0)
-    try:
-        proc = train_with(tmp_path, data_dir)
-    finally:
-        data_dir.chmod(0o755)
+def test_an_unreadable_data_directory(tmp_path):
+    data_dir = write_corpus(tmp_path / "data")
+    proc = train_denied(tmp_path, data_dir, data_dir)
     assert_clear_error(proc, f"No permission to read the data directory {data_dir}")
 
 

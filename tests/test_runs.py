@@ -2,8 +2,10 @@
 a checkpoint save, divergence, a damaged checkpoint, and the evaluate/score/sample modes."""
 
 import json
+import os
 import pathlib
 import re
+import shlex
 import shutil
 import signal
 import struct
@@ -92,7 +94,22 @@ def test_training_writes_metrics_results_events_curve_and_checkpoints(trained):
     assert len(steps) == 3 and steps[-1] == results["step"]  # keep_checkpoints = 3
     assert len(re.findall(r"epoch 2 +\d+% perplexity", proc.stderr)) == 10  # one per ~10%
     assert "test perplexity" in proc.stderr
-    assert any((tmp / "jax_cache").iterdir())  # compiled steps kept for the next run
+
+
+def test_a_rerun_of_the_same_shapes_takes_every_compiled_step_from_the_cache(trained):
+    tmp = trained[0]
+    cache = tmp / "jax_cache"  # where the fixture's run kept what it compiled
+    entries = sorted(p.name for p in cache.iterdir())
+    for step in ("jit_train_chunk-", "jit_eval_pass-"):
+        assert any(name.startswith(step) for name in entries), entries
+    env = dict(os.environ, JAX_LOG_COMPILES="1")  # JAX logs each cache hit at WARNING
+    again = run_main(
+        tmp, f"--workdir={tmp / 'again'}", f"--config.data_dir={tmp / 'data'}", *TINY, env=env
+    )
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in cache.iterdir()) == entries  # nothing compiled anew
+    hits = re.findall(r"Persistent compilation cache hit for '(\w+)'", again.stderr)
+    assert {"jit_train_chunk", "jit_eval_pass"} <= set(hits)
 
 
 def real_ptb_dir() -> pathlib.Path:
@@ -120,7 +137,7 @@ def test_sigterm_mid_epoch_then_rerun_ends_bitwise_like_an_uninterrupted_run(tmp
 
     workdir = tmp_path / "interrupted"
     proc = subprocess.Popen(
-        main_command(tmp_path, f"--workdir={workdir}", *args),
+        main_command(tmp_path, "--workdir", str(workdir), *args),  # the two-argument spelling
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -132,12 +149,15 @@ def test_sigterm_mid_epoch_then_rerun_ends_bitwise_like_an_uninterrupted_run(tmp
     proc.send_signal(signal.SIGTERM)
     stderr = proc.stderr.read()
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM, stderr
-    assert "To resume, rerun:" in stderr and f"--workdir={workdir}" in stderr
     assert not (workdir / "results.json").exists()
     step, progress = saved_progress(workdir)
     assert progress["epoch"] == 1 and 0 < progress["batch"] == step < 3000
 
-    resumed = run_main(tmp_path, f"--workdir={workdir}", *args)
+    printed = shlex.split(stderr.split("To resume, rerun:\n")[1].splitlines()[0])
+    assert printed[0] == "python" and printed[-1] == f"--workdir={workdir}"
+    resumed = subprocess.run(
+        [sys.executable, *printed[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resuming from the checkpoint at step {step}: epoch 1, batch {step}" in resumed.stderr
     want = json.loads((tmp_path / "straight" / "results.json").read_text())

@@ -2,7 +2,6 @@
 
 import functools
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +9,6 @@ import numpy as np
 import pytest
 
 from lstm_lm import model, train
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_schedule_is_tf_staircase_per_epoch():
@@ -135,7 +132,7 @@ def test_nonsensical_config_values_are_refused_by_name(key, value):
         train.validate_config(config)
 
 
-def test_an_epoch_resumed_mid_way_makes_the_same_calls_as_an_uninterrupted_one():
+def test_chunk_bounds_follow_the_epochs_fixed_grid_from_any_start():
     assert train.chunk_bounds(0, 11, 4) == [(0, 4), (4, 8), (8, 11)]
     assert train.chunk_bounds(4, 11, 4) == [(4, 8), (8, 11)]
     assert train.chunk_bounds(8, 11, 4) == [(8, 11)]
