@@ -1,4 +1,4 @@
-"""Train an LSTM language model on the Penn Treebank, or use a trained one.
+"""Train an LSTM language model (on the Penn Treebank, WikiText or your own text), or use one.
 
     python main.py --config=configs/ptb_small.py [--workdir=DIR] [--config.KEY=VALUE ...]
     python main.py --mode=evaluate --workdir=DIR [--eval_batch_size=1 --eval_num_steps=1]
@@ -19,10 +19,12 @@ import shlex
 import sys
 
 import jax
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from lstm_lm import checkpoints, data, inference, train
+from lstm_lm import config as config_lib
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 flags.DEFINE_enum("mode", "train", ["train", "evaluate", "score", "sample"], "What to do.")
@@ -59,7 +61,12 @@ flags.DEFINE_integer("num_processes", None, "Several processes: how many.")
 flags.DEFINE_integer("process_id", None, "Several processes: this one's index, from 0.")
 FLAGS = flags.FLAGS
 
-USER_ERRORS = (data.DataError, checkpoints.CheckpointError, train.ConfigError, FloatingPointError)
+USER_ERRORS = (
+    data.DataError,
+    checkpoints.CheckpointError,
+    config_lib.ConfigError,
+    FloatingPointError,
+)
 
 
 def default_workdir(config_path: str) -> pathlib.Path:
@@ -169,7 +176,20 @@ def parse_flags(argv: list[str]) -> list[str]:
         while e.args and isinstance(e.args[0], Exception):  # unwrap to the KeyError's text
             e = e.args[0]
         detail = str(e.args[0] if e.args else e).replace("\n", ". ")
-        sys.exit(f"Error: the config has no such key: {detail}")
+        sys.exit(f"Error: the config has no such key: {detail}{grouped_key_hint(argv)}")
+
+
+def grouped_key_hint(argv: list[str]) -> str:
+    """Where a top-level --config.KEY of lstm_lm 0.1's flat config lives now, if it does."""
+    defaults = config_lib.default_config()
+    for arg in argv:
+        key = arg.split("=")[0].removeprefix("--config.")
+        if not arg.startswith("--config.") or "." in key or key in defaults:
+            continue
+        for group, values in defaults.items():
+            if isinstance(values, ml_collections.ConfigDict) and key in values:
+                return f" (the keys are grouped now: --config.{group}.{key})"
+    return ""
 
 
 if __name__ == "__main__":

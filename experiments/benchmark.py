@@ -22,6 +22,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lstm_lm import config as config_lib  # noqa: E402
 from lstm_lm import model, parallel, train  # noqa: E402
 
 SHAPES = {  # name: (hidden_size, num_steps, max_grad_norm); 2 layers, batch 20, V=10,000
@@ -47,26 +48,21 @@ class Ours:
     """lstm_lm's train_chunk / eval_pass, jitted as in train_and_evaluate."""
 
     def __init__(self, hidden, num_steps, max_grad_norm, keep_prob=1.0):
-        config = train.base_config()
-        config.update(
-            hidden_size=hidden,
-            num_steps=num_steps,
-            max_grad_norm=max_grad_norm,
-            keep_prob=keep_prob,
-            num_layers=LAYERS,
-            batch_size=BATCH,
-        )
-        self.cfg = train.model_config(config, VOCAB)
+        config = config_lib.default_config()
+        config.model.update(hidden_size=hidden, keep_prob=keep_prob, num_layers=LAYERS)
+        config.optim.max_grad_norm = max_grad_norm
+        config.train.update(num_steps=num_steps, batch_size=BATCH)
+        self.cfg = config_lib.model_config(config, VOCAB)
         self.state, _, self.train_fn, self.eval_fn = train.create_training(
             config, self.cfg, steps_per_epoch=10**6, mesh=parallel.make_mesh(1)
         )
         self.carry = model.zero_carry(self.cfg, BATCH)
 
     def train(self, inputs_NxBxT, targets_NxBxT) -> float:
-        self.state, self.carry, costs_N, _, _ = self.train_fn(
+        self.state, self.carry, metrics_N, _ = self.train_fn(
             self.state, self.carry, inputs_NxBxT, targets_NxBxT
         )
-        return float(costs_N.sum())
+        return float(metrics_N["cross_entropy"].sum())
 
     def evaluate(self, inputs_NxBxT, targets_NxBxT) -> float:
         carry = model.zero_carry(self.cfg, BATCH)

@@ -46,12 +46,14 @@ def main() -> None:
     import numpy as np
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from lstm_lm import config as config_lib
     from lstm_lm import model, parallel, train
 
     hidden, num_steps = SHAPES[args.shape]
-    config = train.base_config()
-    config.update(hidden_size=hidden, num_steps=num_steps, batch_size=args.batch_size)
-    cfg = train.model_config(config, VOCAB)
+    config = config_lib.default_config()
+    config.model.hidden_size = hidden
+    config.train.update(num_steps=num_steps, batch_size=args.batch_size)
+    cfg = config_lib.model_config(config, VOCAB)
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, VOCAB, (args.batches, args.batch_size, num_steps + 1))
     inputs, targets = tokens[..., :-1].astype(np.int32), tokens[..., 1:].astype(np.int32)
@@ -67,8 +69,8 @@ def main() -> None:
     def window(n: int) -> float:
         train_fn, state, carry, batches = runners[n]
         start = time.perf_counter()
-        state, carry, costs_N, _, _ = train_fn(state, carry, *batches)
-        costs_N.block_until_ready()
+        state, carry, metrics_N, _ = train_fn(state, carry, *batches)
+        metrics_N["cross_entropy"].block_until_ready()
         runners[n][1:3] = state, carry
         return inputs.size / (time.perf_counter() - start)
 

@@ -3,7 +3,7 @@ lstm_lm stores it) against TF's [H, V].
 
     python experiments/softmax_layout.py [--shapes=small,medium] [--rounds=8]
 
-Both variants run `model.cost_fn` with clip_by_global_norm + SGD (`train.make_optimizer`)
+Both variants run `model.cost_fn` with clip_by_global_norm + SGD (`optim.make_optimizer`)
 on random ids, in one process, alternating chunks of batches. The [H, V] variant keeps
 the weight transposed and hands `cost_fn` its transpose, so the two transposes cancel
 and XLA compiles TF's layout. Prints the median and fastest ms per batch of each.
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lstm_lm import model, train
+from lstm_lm import model, optim
 
 SHAPES = {"small": (200, 20), "medium": (650, 35)}  # hidden_size, num_steps
 VOCAB, LAYERS, BATCH = 10_000, 2, 20
@@ -25,7 +25,7 @@ VOCAB, LAYERS, BATCH = 10_000, 2, 20
 
 def chunk_fns(cfg: model.ModelConfig, stored_hv: bool):
     """(jitted train chunk, jitted eval chunk) for one storage layout."""
-    optimizer = train.make_optimizer(5.0, optax.constant_schedule(1.0))
+    optimizer = optim.make_optimizer(5.0, optax.constant_schedule(1.0))
 
     def cost(params, carry, inputs_BxT, targets_BxT):
         if stored_hv:

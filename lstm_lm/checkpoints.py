@@ -5,7 +5,7 @@ A workdir holds
     config.json          the config in effect (rewritten when a resume changes a value)
     vocab.txt            the vocabulary, one word per line, in id order
     checkpoints/<step>/  orbax: "state" (TrainState: step, params, optimizer state,
-                         dropout key) and "carry" (c, h), plus "progress" as JSON
+                         dropout key) and "carry" ((c, h) per layer), plus "progress" as JSON
 
 `Progress` is where the loop stands: the epoch in progress, how many of its batches
 are done and their summed cost, and the records of the finished epochs. A save inside
@@ -30,7 +30,16 @@ from absl import logging
 
 # Keys that fix the saved arrays' shapes or the meaning of the data position; a resume
 # that changes one of them is refused. Other changes are allowed and logged.
-MUST_MATCH = ("hidden_size", "num_layers", "batch_size", "num_steps", "max_batches_per_epoch")
+MUST_MATCH = (
+    "model.num_layers",
+    "model.hidden_size",
+    "model.hidden_sizes",
+    "model.embedding_size",
+    "model.tie_embeddings",
+    "train.batch_size",
+    "train.num_steps",
+    "train.max_batches_per_epoch",
+)
 
 
 def _quiet_orbax(record: std_logging.LogRecord) -> bool:
@@ -62,8 +71,9 @@ def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, voca
     are logged. Every process checks, so that all of them stop on a refusal."""
     config_path, vocab_path = workdir / "config.json", workdir / "vocab.txt"
     if config_path.exists():
-        saved = json.loads(config_path.read_text())
-        changed = {k: (saved.get(k), config[k]) for k in config.keys() if saved.get(k) != config[k]}
+        saved = flatten(load_config(workdir).to_dict())
+        wanted = flatten(json.loads(config.to_json()))  # tuples as JSON has them: lists
+        changed = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
         refused = sorted(k for k in changed if k in MUST_MATCH)
         if refused:
             diffs = ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused)
@@ -95,11 +105,32 @@ def load_vocab(workdir: pathlib.Path) -> dict[str, int]:
     return {word: i for i, word in enumerate(path.read_text().split("\n")[:-1])}
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"model": {"hidden_size": 2}} -> {"model.hidden_size": 2}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
 def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+    """The run's config.json; CheckpointError for a missing one or one of the flat
+    layout of lstm_lm 0.1, whose checkpoints also hold the carry in another layout."""
     path = workdir / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: {workdir} does not hold a training run.")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    saved = json.loads(path.read_text())
+    if "model" not in saved:
+        raise CheckpointError(
+            f"{path} is a flat config of lstm_lm 0.1 (hidden_size={saved.get('hidden_size')!r} "
+            "at the top level); this version groups the keys (config.model.hidden_size) and "
+            "keeps the carry per layer, so it cannot continue or load that run. Train in a "
+            "new workdir, or use lstm_lm 0.1 (commit 19ea1e8) for that run."
+        )
+    return ml_collections.ConfigDict(saved)
 
 
 def manager(workdir: pathlib.Path, keep: int) -> ocp.CheckpointManager:
@@ -159,7 +190,7 @@ def restore(mngr: ocp.CheckpointManager, state, carry, step: int | None = None):
             f"Checkpoint {mngr.directory / str(step)} is unreadable ({type(e).__name__}: "
             f"{e}). If it is damaged, move that directory away to fall back to the previous "
             "checkpoint. If its arrays have other shapes than this code expects (a workdir "
-            "from before the softmax weight became [V, H]), train in a new workdir."
+            "from before the softmax weight became [V, H], say), train in a new workdir."
         ) from e
     return restored["state"], restored["carry"], progress
 

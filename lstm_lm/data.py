@@ -1,19 +1,26 @@
-"""Penn Treebank corpus, vocabulary and batches, with the semantics of TF's `reader.py`.
+"""Corpora, vocabulary and batches, with the semantics of TF's PTB `reader.py`.
 
-- Words are split on whitespace and every newline becomes `<eos>`.
+- A corpus is three files of whitespace-tokenized text (train, valid, test). Words are
+  split on whitespace and every newline becomes `<eos>`: the convention that gives the
+  published token counts of the PTB and of WikiText (Merity et al. 2016).
 - The vocabulary comes from the training file alone; ids are ordered by descending
-  count, ties broken by the word itself.
-- A word of the valid/test text that is not in the vocabulary becomes `<unk>` when the
-  vocabulary has it (PTB's does); otherwise it is an error that names the words, rather
-  than TF's silent dropping of them.
+  count, ties broken by the word itself. `min_count` and `max_vocab_size` map the rarer
+  training words to `<unk>` (which then joins the vocabulary).
+- A word of the valid/test text outside the vocabulary becomes `<unk>` when the
+  vocabulary has it (PTB's and WikiText's do); otherwise it is an error that names the
+  words and the option to set, rather than TF's silent dropping of them.
 - `ptb_iterator` lays the id stream out as `batch_size` contiguous rows and walks them
   `num_steps` columns at a time, exactly as TF's reader did.
 
-When the data directory holds none of the three files, `ptb_raw_data` downloads Mikolov's
-`simple-examples.tgz`, extracts them and checks their SHA-256.
+`load` reads a corpus by name: one of `DATASETS`, whose files are downloaded (from a
+list of mirrors, tried in order) and checked when its folder holds none of them, or
+"dir", a folder of your own. Files are read a line at a time, so a corpus of WikiText-103's
+size (539 MB) loads in bounded memory.
 """
 
+import array
 import collections
+import dataclasses
 import hashlib
 import http.client
 import os
@@ -22,93 +29,246 @@ import shutil
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-PTB_URL = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
-PTB_FILES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
-PTB_SHA256 = {
-    "ptb.train.txt": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
-    "ptb.valid.txt": "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
-    "ptb.test.txt": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
-}
-DATA_DIR_ENV = "LSTM_LM_DATA_DIR"
+DATA_DIR_ENV = "LSTM_LM_DATA_DIR"  # the folder that holds one folder per dataset
 EOS = "<eos>"
 UNK = "<unk>"
+# The WikiText host refuses urllib's default User-Agent.
+USER_AGENT = "Mozilla/5.0 (compatible; lstm_lm)"
 
 
 class DataError(Exception):
     """The corpus could not be found, fetched or read; the message says what to do."""
 
 
-def default_data_dir() -> pathlib.Path:
-    """$LSTM_LM_DATA_DIR if set, else ~/.cache/lstm_lm/ptb."""
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A corpus that can be fetched: its archive's mirrors and what the files must hold."""
+
+    folder: str  # its folder under the data root
+    files: tuple[str, str, str]  # train, valid, test
+    urls: tuple[str, ...]  # mirrors of one archive (.tgz or .zip), tried in order
+    archive_folder: str  # the folder in the archive that holds the files
+    num_tokens: Mapping[str, int]  # published sizes: words plus one <eos> per line
+    sha256: Mapping[str, str] = dataclasses.field(default_factory=dict)  # where known
+
+
+PTB_URL = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
+PTB_FILES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
+WIKITEXT_FILES = ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens")
+WIKITEXT_HOSTS = (
+    "https://wikitext.smerity.com",
+    "https://s3.amazonaws.com/research.metamind.io/wikitext",
+)
+DATASETS = {
+    "ptb": Dataset(
+        "ptb",
+        PTB_FILES,
+        (PTB_URL,),
+        "data",
+        dict(zip(PTB_FILES, (929_589, 73_760, 82_430))),
+        {
+            "ptb.train.txt": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
+            "ptb.valid.txt": "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
+            "ptb.test.txt": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
+        },
+    ),
+    "wikitext2": Dataset(
+        "wikitext-2",
+        WIKITEXT_FILES,
+        tuple(f"{host}/wikitext-2-v1.zip" for host in WIKITEXT_HOSTS),
+        "wikitext-2",
+        dict(zip(WIKITEXT_FILES, (2_088_628, 217_646, 245_569))),
+        {
+            "wiki.valid.tokens": "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
+            "wiki.test.tokens": "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0",
+        },
+    ),
+    "wikitext103": Dataset(
+        "wikitext-103",
+        WIKITEXT_FILES,
+        tuple(f"{host}/wikitext-103-v1.zip" for host in WIKITEXT_HOSTS),
+        "wikitext-103",
+        dict(zip(WIKITEXT_FILES, (103_227_021, 217_646, 245_569))),
+    ),
+}
+DIR_FILES = ("train.txt", "valid.txt", "test.txt")  # name "dir": a folder of your own
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    train: np.ndarray  # int32 ids of each split
+    valid: np.ndarray
+    test: np.ndarray
+    vocab: dict[str, int]  # word -> id, in id order
+
+
+def data_root() -> pathlib.Path:
+    """$LSTM_LM_DATA_DIR if set, else ~/.cache/lstm_lm: one folder per dataset below it."""
     if os.environ.get(DATA_DIR_ENV):
         return pathlib.Path(os.environ[DATA_DIR_ENV])
-    return pathlib.Path.home() / ".cache" / "lstm_lm" / "ptb"
+    return pathlib.Path.home() / ".cache" / "lstm_lm"
 
 
-def read_words(path: os.PathLike) -> list[str]:
-    """The file's words in order, with `<eos>` for every newline; DataError if unreadable."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().replace("\n", f" {EOS} ").split()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"Cannot read {path}: {e}") from e
-
-
-def build_vocab(words: list[str]) -> dict[str, int]:
-    """Word -> id, ids by descending count, then by word (TF's `_build_vocab`)."""
-    counts = collections.Counter(words)
-    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return {word: i for i, (word, _) in enumerate(ordered)}
-
-
-def words_to_ids(words: list[str], vocab: Mapping[str, int]) -> np.ndarray:
-    """int32 ids; unknown words become `<unk>`, or raise if the vocabulary has none."""
-    unk = vocab.get(UNK)
-    unknown = [w for w in words if w not in vocab]
-    if unknown and unk is None:
-        examples = ", ".join(sorted(set(unknown))[:5])
-        raise DataError(
-            f"{len(unknown)} words are not in the vocabulary (e.g. {examples}) and the "
-            f"vocabulary has no {UNK} token to map them to. Add {UNK} to the training text "
-            "or restrict the text to the training vocabulary."
+def load(data_config) -> Corpus:
+    """The corpus that `config.data` names (see lstm_lm/config.py for its keys)."""
+    dataset = DATASETS.get(data_config.name)
+    own_files = dataset.files if dataset else DIR_FILES
+    files = tuple(
+        override or own
+        for override, own in zip(
+            (data_config.train_file, data_config.valid_file, data_config.test_file), own_files
         )
-    return np.array([vocab.get(w, unk) for w in words], dtype=np.int32)
+    )
+    if data_config.data_dir:
+        data_dir = pathlib.Path(data_config.data_dir)
+    else:
+        data_dir = data_root() / dataset.folder
+    urls = (data_config.url,) if data_config.url else dataset.urls if dataset else ()
+    paths = find_files(data_dir, files, dataset, urls)
+    return read_corpus(paths, data_config.min_count, data_config.max_vocab_size)
 
 
 def ptb_raw_data(
     data_dir: os.PathLike | None = None, url: str = PTB_URL
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
-    """(train_ids, valid_ids, test_ids, vocabulary) from `data_dir`.
+    """TF's `ptb_raw_data`: (train_ids, valid_ids, test_ids, vocabulary) from `data_dir`
+    (default: the data root's `ptb/`), downloaded from `url` first if it has none of the
+    three files."""
+    ptb = DATASETS["ptb"]
+    data_dir = pathlib.Path(data_dir) if data_dir else data_root() / ptb.folder
+    corpus = read_corpus(find_files(data_dir, ptb.files, ptb, (url,)))
+    return corpus.train, corpus.valid, corpus.test, corpus.vocab
 
-    `data_dir` defaults to `default_data_dir()`. If it holds none of the three PTB files
-    they are downloaded into it first from `url` (see `download_ptb`); if it holds only
-    some, that is an error, so that no file of the user's is replaced.
-    """
-    data_dir = pathlib.Path(data_dir) if data_dir else default_data_dir()
+
+def find_files(
+    data_dir: pathlib.Path, files: tuple[str, ...], dataset: Dataset | None, urls: tuple[str, ...]
+) -> list[pathlib.Path]:
+    """The paths of `files` in `data_dir`, downloaded there first when it holds none of
+    them and `dataset` can be fetched; if it holds only some, that is an error, so that
+    no file of the user's is replaced."""
     if data_dir.is_dir() and not os.access(data_dir, os.R_OK | os.X_OK):
         raise DataError(f"No permission to read the data directory {data_dir}.")
-    paths = [data_dir / name for name in PTB_FILES]
+    paths = [data_dir / name for name in files]
     missing = [p.name for p in paths if not p.is_file()]
-    if len(missing) == len(PTB_FILES):
-        download_ptb(data_dir, url)
+    if len(missing) == len(files) and dataset is not None:
+        download(dataset, data_dir, urls)
+    elif missing and dataset is None:
+        raise DataError(
+            f"{data_dir} lacks {', '.join(missing)}. config.data.name='dir' reads "
+            f"{', '.join(files)} there (config.data.train_file etc. name others)."
+        )
     elif missing:
         raise DataError(
-            f"{data_dir} lacks {', '.join(missing)} but has the other PTB files. Place "
-            "all three there, or remove them all to have them downloaded."
+            f"{data_dir} lacks {', '.join(missing)} but has the other files of the corpus. "
+            "Place all three there, or remove them all to have them downloaded."
         )
-    train_words, valid_words, test_words = (read_words(p) for p in paths)
-    for path, words in zip(paths, (train_words, valid_words, test_words)):
-        if not set(words) - {EOS}:
-            raise DataError(f"{path} holds no words; replace it with the PTB file.")
-    vocab = build_vocab(train_words)
-    ids = [words_to_ids(w, vocab) for w in (train_words, valid_words, test_words)]
-    return ids[0], ids[1], ids[2], vocab
+    return paths
+
+
+def line_words(line: str) -> list[str]:
+    """One line's words, with `<eos>` when the line ends with a newline."""
+    words = line.split()
+    if line.endswith("\n"):
+        words.append(EOS)
+    return words
+
+
+def read_lines(path: os.PathLike) -> Iterator[str]:
+    """The file's lines; DataError if it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            yield from f
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"Cannot read {path}: {e}") from e
+
+
+def read_words(path: os.PathLike) -> list[str]:
+    """The file's words in order, with `<eos>` for every newline (for small files)."""
+    return [word for line in read_lines(path) for word in line_words(line)]
+
+
+def count_words(path: os.PathLike) -> collections.Counter:
+    """How often each word occurs in the file, `<eos>` included, a line at a time."""
+    counts = collections.Counter()
+    for line in read_lines(path):
+        counts.update(line_words(line))
+    if not set(counts) - {EOS}:
+        raise DataError(f"{path} holds no words; replace it with a text file.")
+    return counts
+
+
+def build_vocab(
+    counts: Mapping[str, int] | list[str], min_count: int = 1, max_size: int = 0
+) -> dict[str, int]:
+    """Word -> id, ids by descending count, then by word (TF's `_build_vocab`), from
+    word counts (or a list of words).
+
+    With `min_count` > 1 or `max_size` > 0 the vocabulary is closed: words seen fewer
+    than `min_count` times, and all but the `max_size` most frequent, are left out and
+    counted as `<unk>`, which is always in it (`max_size` includes it), so that any word
+    outside the vocabulary has an id."""
+    counts = collections.Counter(counts) if isinstance(counts, list) else dict(counts)
+    ordered = sorted(counts, key=lambda w: (-counts[w], w))
+    kept = [w for w in ordered if counts[w] >= min_count][: max_size or None]
+    if min_count > 1 or max_size:
+        if UNK not in kept:
+            kept = kept[: max_size - 1] if max_size and len(kept) == max_size else kept
+            kept.append(UNK)
+        left_out = set(ordered) - set(kept)
+        counts[UNK] = counts.get(UNK, 0) + sum(counts[w] for w in left_out)
+        kept.sort(key=lambda w: (-counts[w], w))
+    return {word: i for i, word in enumerate(kept)}
+
+
+def file_ids(path: os.PathLike, vocab: Mapping[str, int]) -> np.ndarray:
+    """The file's words as int32 ids, a line at a time; words outside the vocabulary
+    become `<unk>`, or raise if the vocabulary has none."""
+    unk = vocab.get(UNK, -1)
+    ids = array.array("i")
+    for line in read_lines(path):
+        ids.extend([vocab.get(w, unk) for w in line_words(line)])
+    ids_N = np.frombuffer(ids, dtype=np.int32)
+    if not np.any(ids_N != vocab.get(EOS, -1)):
+        raise DataError(f"{path} holds no words; replace it with a text file.")
+    if np.any(ids_N < 0):
+        words = (w for line in read_lines(path) for w in line_words(line))
+        raise unknown_words_error(collections.Counter(w for w in words if w not in vocab), path)
+    return ids_N
+
+
+def unknown_words_error(unknown: Mapping[str, int], where) -> DataError:
+    examples = ", ".join(sorted(unknown)[:5])
+    return DataError(
+        f"{sum(unknown.values())} words of {where} are not in the vocabulary (e.g. "
+        f"{examples}) and it has no {UNK} to map them to. Set --config.data.min_count=2 "
+        f"(training words seen once become {UNK}, and so do unseen words), or "
+        f"--config.data.max_vocab_size, or add {UNK} to the training text."
+    )
+
+
+def words_to_ids(words: list[str], vocab: Mapping[str, int]) -> np.ndarray:
+    """int32 ids; unknown words become `<unk>`, or raise if the vocabulary has none."""
+    unk = vocab.get(UNK)
+    if unk is None:
+        unknown = collections.Counter(w for w in words if w not in vocab)
+        if unknown:
+            raise unknown_words_error(unknown, "the text")
+    return np.array([vocab.get(w, unk) for w in words], dtype=np.int32)
+
+
+def read_corpus(paths: list[pathlib.Path], min_count: int = 1, max_vocab_size: int = 0) -> Corpus:
+    """The three files as ids over the training file's vocabulary."""
+    vocab = build_vocab(count_words(paths[0]), min_count, max_vocab_size)
+    train, valid, test = (file_ids(p, vocab) for p in paths)
+    return Corpus(train, valid, test, vocab)
 
 
 def batchify(raw_ids: np.ndarray, batch_size: int) -> np.ndarray:
@@ -151,78 +311,108 @@ def ptb_iterator(
     yield from zip(x_NxBxT, y_NxBxT)
 
 
-def download_ptb(
-    data_dir: os.PathLike,
-    url: str = PTB_URL,
-    sha256: Mapping[str, str] | None = None,
-    timeout: float = 60.0,
-) -> None:
-    """Fetch `url` (a tarball holding .../data/ptb.*.txt) and place the PTB files in data_dir.
-
-    Each file is checked against `sha256` (default: the PTB's) before it is moved into
-    place; on any failure nothing is left behind but the files that were already there.
-    """
-    data_dir = pathlib.Path(data_dir)
-    sha256 = sha256 or PTB_SHA256
+def download(dataset: Dataset, data_dir: pathlib.Path, urls: tuple[str, ...], timeout=60.0):
+    """Fetch the dataset's archive from the first of `urls` that works and place its
+    three files in data_dir. Each file is checked (SHA-256 where known, else its token
+    count) before it is moved into place; on any failure nothing is left behind but
+    the files that were already there."""
     by_hand = (
-        f"To place the files by hand, download {PTB_URL}, extract "
-        f"simple-examples/data/{{{','.join(PTB_FILES)}}} into {data_dir}, "
-        f"or point --config.data_dir (or ${DATA_DIR_ENV}) at a directory holding them."
+        f"To place the files by hand, download {(dataset.urls or urls)[0]}, extract "
+        f"{dataset.archive_folder}/{{{','.join(dataset.files)}}} into {data_dir}, or point "
+        f"--config.data.data_dir (or ${DATA_DIR_ENV}, the folder of the dataset folders) "
+        "at a folder holding them."
     )
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         scratch = pathlib.Path(tempfile.mkdtemp(prefix=".download-", dir=data_dir))
     except OSError as e:
         raise DataError(f"Cannot write to data directory {data_dir}: {e}. {by_hand}") from e
+    failures = []
     try:
-        tarball = scratch / "simple-examples.tgz"
-        _fetch(url, tarball, timeout, by_hand)
-        extracted = _extract_ptb(tarball, scratch, by_hand)
-        for name, path in extracted.items():
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if digest != sha256[name]:
-                raise DataError(
-                    f"{name} from {url} has SHA-256 {digest}, expected {sha256[name]}: "
-                    f"the download is corrupt or not the PTB. {by_hand}"
-                )
-        for name, path in extracted.items():
-            os.replace(path, data_dir / name)
+        for i, url in enumerate(urls):
+            try:
+                extracted = fetch_and_check(dataset, url, scratch / str(i), timeout)
+            except DataError as e:
+                failures.append(str(e))
+                continue
+            for name, path in extracted.items():
+                os.replace(path, data_dir / name)
+            return
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    raise DataError(" ".join([*failures, by_hand]))
 
 
-def _fetch(url: str, dest: pathlib.Path, timeout: float, by_hand: str) -> None:
+def fetch_and_check(dataset: Dataset, url: str, scratch: pathlib.Path, timeout: float):
+    """The dataset's files from the archive at `url`, extracted into `scratch` and
+    checked: name -> path."""
+    scratch.mkdir()
+    archive = scratch / (pathlib.PurePosixPath(urllib.parse.urlparse(url).path).name or "archive")
+    _fetch(url, archive, timeout)
+    extracted = _extract(archive, scratch / "extracted", dataset)
+    for name, path in extracted.items():
+        if name in dataset.sha256:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest != dataset.sha256[name]:
+                raise DataError(
+                    f"{name} from {url} has SHA-256 {digest}, expected "
+                    f"{dataset.sha256[name]}: the download is corrupt or another corpus."
+                )
+        elif name in dataset.num_tokens:
+            num_tokens = sum(len(line_words(line)) for line in read_lines(path))
+            if num_tokens != dataset.num_tokens[name]:
+                raise DataError(
+                    f"{name} from {url} has {num_tokens} tokens, expected "
+                    f"{dataset.num_tokens[name]}: the download is corrupt or another corpus."
+                )
+    return extracted
+
+
+def _fetch(url: str, dest: pathlib.Path, timeout: float) -> None:
     """Stream `url` to `dest`; a short read or a network failure is a DataError."""
-    print(f"Downloading the Penn Treebank from {url} ...", flush=True)
+    print(f"Downloading {url} ...", flush=True)
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as f:
+        with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as f:
             expected = response.headers.get("Content-Length")
             shutil.copyfileobj(response, f)
             got = f.tell()
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-        raise DataError(f"Could not download {url}: {e}. {by_hand}") from e
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        raise DataError(f"Could not download {url}: {e}.") from e
     if expected is not None and got != int(expected):
-        raise DataError(
-            f"Download of {url} was truncated: got {got} of {expected} bytes. {by_hand}"
-        )
+        raise DataError(f"Download of {url} was truncated: got {got} of {expected} bytes.")
 
 
-def _extract_ptb(
-    tarball: pathlib.Path, dest: pathlib.Path, by_hand: str
-) -> dict[str, pathlib.Path]:
-    """Extract the members ending in data/ptb.*.txt; name -> extracted path."""
+def _extract(archive: pathlib.Path, dest: pathlib.Path, dataset: Dataset):
+    """Extract the members <archive_folder>/<file> of a .tgz or .zip: name -> path."""
+    dest.mkdir()
+    wanted = {f"{dataset.archive_folder}/{name}": name for name in dataset.files}
     extracted = {}
     try:
-        with tarfile.open(tarball, "r:gz") as tar:
-            for member in tar:
-                name = pathlib.PurePosixPath(member.name)
-                if member.isfile() and name.parent.name == "data" and name.name in PTB_FILES:
-                    with tar.extractfile(member) as src, open(dest / name.name, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                    extracted[name.name] = dest / name.name
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise DataError(f"The downloaded archive is unreadable ({e}). {by_hand}") from e
-    missing = [name for name in PTB_FILES if name not in extracted]
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                members = [(m.filename, m) for m in zf.infolist() if not m.is_dir()]
+                for member_name, member in members:
+                    if name := _wanted(member_name, wanted):
+                        with zf.open(member) as src, open(dest / name, "wb") as dst:
+                            shutil.copyfileobj(src, dst)
+                        extracted[name] = dest / name
+        else:
+            with tarfile.open(archive, "r:gz") as tar:
+                for member in tar:
+                    if member.isfile() and (name := _wanted(member.name, wanted)):
+                        with tar.extractfile(member) as src, open(dest / name, "wb") as dst:
+                            shutil.copyfileobj(src, dst)
+                        extracted[name] = dest / name
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
+        raise DataError(f"The archive from the download is unreadable ({e}).") from e
+    missing = [f for f, name in wanted.items() if name not in extracted]
     if missing:
-        raise DataError(f"The downloaded archive lacks data/{', data/'.join(missing)}. {by_hand}")
+        raise DataError(f"The downloaded archive lacks {', '.join(missing)}.")
     return extracted
+
+
+def _wanted(member_name: str, wanted: Mapping[str, str]) -> str | None:
+    """The file name if the member is <archive_folder>/<file>, at any depth."""
+    parts = pathlib.PurePosixPath(member_name).parts
+    return wanted.get("/".join(parts[-2:]))

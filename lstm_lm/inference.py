@@ -1,4 +1,4 @@
-"""Using a trained run's checkpoint: evaluate it on PTB, score a text file, sample text.
+"""Using a trained run's checkpoint: evaluate it on its corpus, score a text file, sample.
 
 Each function takes the run's workdir (its config.json, vocab.txt and checkpoints/) and
 a checkpoint step (None = the latest); none of them needs the training data except
@@ -13,7 +13,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from lstm_lm import checkpoints, data, model, parallel, sampling, train
+from lstm_lm import checkpoints, data, evaluation, model, optim, parallel, sampling
+from lstm_lm import config as config_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,11 +30,11 @@ def load_run(workdir: pathlib.Path, step: int | None = None) -> Run:
     """The parameters of checkpoint `step` (default: the latest) with the run's config
     and vocabulary; CheckpointError when the workdir holds no usable checkpoint."""
     config, vocab = checkpoints.load_config(workdir), checkpoints.load_vocab(workdir)
-    cfg = train.model_config(config, len(vocab))
-    optimizer = train.make_optimizer(config.max_grad_norm, lambda step: config.learning_rate)
-    state_shapes = jax.eval_shape(lambda: train.initial_state(config, cfg, optimizer))
-    carry_shapes = jax.eval_shape(lambda: model.zero_carry(cfg, config.batch_size))
-    mngr = checkpoints.manager(workdir, config.keep_checkpoints)
+    cfg = config_lib.model_config(config, len(vocab))
+    optimizer, _ = optim.from_config(config.optim, steps_per_epoch=1)
+    state_shapes = jax.eval_shape(lambda: optim.initial_state(config.seed, cfg, optimizer))
+    carry_shapes = jax.eval_shape(lambda: model.zero_carry(cfg, config.train.batch_size))
+    mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
     try:
         restored = checkpoints.restore(mngr, state_shapes, carry_shapes, step)
     finally:
@@ -48,25 +49,25 @@ def load_run(workdir: pathlib.Path, step: int | None = None) -> Run:
 
 def evaluate_run(run: Run, batch_size: int | None, num_steps: int | None) -> dict[str, float]:
     """Valid and test perplexity. By default each split uses the layout training reported
-    it with (valid: batch_size x num_steps; test: test_batch_size x test_num_steps)."""
-    _, valid_ids, test_ids, vocab = data.ptb_raw_data(
-        run.config.data_dir or None, url=run.config.data_url
-    )
-    if list(vocab) != list(run.vocab):
+    it with (valid: train.batch_size x num_steps; test: eval.test_batch_size x
+    test_num_steps)."""
+    corpus = data.load(run.config.data)
+    if list(corpus.vocab) != list(run.vocab):
         raise checkpoints.CheckpointError(
             "The data's vocabulary differs from the run's vocab.txt: evaluate on the data "
-            "the run was trained on (config.data_dir or $LSTM_LM_DATA_DIR)."
+            "the run was trained on (config.data.data_dir or $LSTM_LM_DATA_DIR)."
         )
-    eval_fn = train.make_eval_fn(run.cfg)
+    eval_fn = evaluation.make_eval_fn(run.cfg)
+    train, test = run.config.train, run.config.eval
     layouts = {
-        "valid": (valid_ids, run.config.batch_size, run.config.num_steps),
-        "test": (test_ids, run.config.test_batch_size, run.config.test_num_steps),
+        "valid": (corpus.valid, train.batch_size, train.num_steps),
+        "test": (corpus.test, test.test_batch_size, test.test_num_steps),
     }
     results = {}
     for split, (ids, default_batch, default_steps) in layouts.items():
         b, t = batch_size or default_batch, num_steps or default_steps
-        train.check_split_fits(split, len(ids), b, t, "--eval_batch_size", "--eval_num_steps")
-        results[f"{split}_perplexity"] = train.evaluate(
+        evaluation.check_split_fits(split, len(ids), b, t, "--eval_batch_size", "--eval_num_steps")
+        results[f"{split}_perplexity"] = evaluation.evaluate(
             eval_fn, run.params, ids, b, t, cfg=run.cfg, mesh=parallel.make_mesh(1)
         )
         logging.info(
@@ -80,7 +81,7 @@ def score_ids(run: Run, ids: np.ndarray, num_steps: int = 100) -> float:
     predicted from all before it (the first is context only, as in TF's evaluation)."""
     if len(ids) < 2:
         raise data.DataError(f"Need at least two words to score, got {len(ids)}.")
-    eval_fn = train.make_eval_fn(run.cfg)
+    eval_fn = evaluation.make_eval_fn(run.cfg)
     carry, cost_sum = model.zero_carry(run.cfg, 1), 0.0
     num_full = (len(ids) - 1) // num_steps
     pieces = [(0, num_full * num_steps, num_steps), (num_full * num_steps, len(ids) - 1, None)]
@@ -119,11 +120,13 @@ def sample_text(
     """The prompt and `num_words` sampled words after it, `<eos>` shown as a newline.
     An empty prompt starts a new sentence (the model is fed `<eos>`)."""
     if num_words <= 0:
-        raise train.ConfigError(f"The number of words to sample must be > 0, got {num_words}.")
+        raise config_lib.ConfigError(f"The number of words to sample must be > 0, got {num_words}.")
     if not greedy and not temperature > 0:
-        raise train.ConfigError(f"The temperature must be > 0, got {temperature}, or use greedy.")
+        raise config_lib.ConfigError(
+            f"The temperature must be > 0, got {temperature}, or use greedy."
+        )
     if not 0 <= top_k <= run.cfg.vocab_size:
-        raise train.ConfigError(f"top_k must be in [0, {run.cfg.vocab_size}], got {top_k}.")
+        raise config_lib.ConfigError(f"top_k must be in [0, {run.cfg.vocab_size}], got {top_k}.")
     prompt_words = prompt.split() or [data.EOS]
     unknown = sorted({w for w in prompt_words if w not in run.vocab})
     if unknown:

@@ -1,17 +1,21 @@
 """The Zaremba et al. (2014) LSTM language model as pure functions.
 
-Parameters are a plain pytree:
+Parameters are a plain pytree, for an embedding of size E and layers of sizes H_1..H_L
+(each layer's input is the previous layer's output, the first's the embedding):
 
-    {"embedding": [V, H],
-     "lstm": [{"w_x": [H, 4H], "w_h": [H, 4H], "b": [4H]}, ...],   # one per layer
-     "softmax": {"w": [V, H], "b": [V]}}
+    {"embedding": [V, E],
+     "lstm": [{"w_x": [I_l, 4H_l], "w_h": [H_l, 4H_l], "b": [4H_l]}, ...],  # I_1 = E
+     "softmax": {"w": [V, H_L], "b": [V]}}   # tied: no "w", the embedding serves
 
 `w_x` and `w_h` are the two halves of TF `BasicLSTMCell`'s kernel (which acts on
 concat([x, h])), kept apart so the input half can be applied to all time steps in one
 matmul outside the recurrence. The softmax weight is TF's `softmax_w` transposed: one row
 per word, like the embedding. In that layout XLA's CPU backend runs a small-config training
-step about 12% faster (experiments/benchmark/README.md); logits are `h @ w.T`. The
-recurrent carry is a pair (c_LxBxH, h_LxBxH).
+step about 12% faster (experiments/benchmark/README.md); logits are `h @ w.T`. With
+`tie_embeddings` (Press & Wolf 2017; Inan et al. 2017) the embedding is that weight: one
+array, whose gradient sums both uses; it needs H_L == E.
+
+The recurrent carry is a list with one (c_BxH, h_BxH) pair per layer.
 """
 
 import dataclasses
@@ -19,19 +23,35 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-Carry = tuple[jax.Array, jax.Array]  # (c_LxBxH, h_LxBxH)
+Carry = list[tuple[jax.Array, jax.Array]]  # per layer: (c_BxH, h_BxH)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The model's shape and regularisation: static, hashable, free of ConfigDict."""
+    """The model's shape and regularisation: static, hashable, free of ConfigDict.
+    Its fields but `vocab_size` are the config's `model` group (lstm_lm/config.py)."""
 
     vocab_size: int
-    hidden_size: int
+    hidden_size: int  # every layer's size, unless hidden_sizes gives one per layer
     num_layers: int
     init_scale: float
+    hidden_sizes: tuple[int, ...] = ()
+    embedding_size: int = 0  # 0 = the first layer's size
+    tie_embeddings: bool = False
     keep_prob: float = 1.0
     forget_bias: float = 0.0
+
+    def __post_init__(self):  # a list (from config.json, say) would not be hashable
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return self.hidden_sizes or (self.hidden_size,) * self.num_layers
+
+    @property
+    def input_size(self) -> int:
+        """E, the embedding's size."""
+        return self.embedding_size or self.layer_sizes[0]
 
 
 def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
@@ -39,25 +59,36 @@ def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
 
     The softmax weight is drawn in TF's [H, V] shape and stored transposed, so a seed
     gives the same model whichever layout it is stored in."""
-    V, H = cfg.vocab_size, cfg.hidden_size
+    V, E, sizes = cfg.vocab_size, cfg.input_size, cfg.layer_sizes
+    inputs = (E, *sizes[:-1])
     shapes = {
-        "embedding": (V, H),
-        "lstm": [{"w_x": (H, 4 * H), "w_h": (H, 4 * H), "b": (4 * H,)}] * cfg.num_layers,
-        "softmax": {"w": (H, V), "b": (V,)},
+        "embedding": (V, E),
+        "lstm": [
+            {"w_x": (i, 4 * h), "w_h": (h, 4 * h), "b": (4 * h,)} for i, h in zip(inputs, sizes)
+        ],
+        "softmax": {"b": (V,)} if cfg.tie_embeddings else {"w": (sizes[-1], V), "b": (V,)},
     }
     leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda s: isinstance(s, tuple))
     keys = jax.random.split(key, len(leaves))
     s = cfg.init_scale
     values = [jax.random.uniform(k, shape, jnp.float32, -s, s) for k, shape in zip(keys, leaves)]
     params = jax.tree.unflatten(treedef, values)
-    params["softmax"]["w"] = params["softmax"]["w"].T
+    if not cfg.tie_embeddings:
+        params["softmax"]["w"] = params["softmax"]["w"].T
     return params
 
 
+def softmax_weight(params: dict) -> jax.Array:
+    """[V, H_L]: the softmax's own weight, or the embedding when they are tied."""
+    return params["softmax"].get("w", params["embedding"])
+
+
 def zero_carry(cfg: ModelConfig, batch_size: int) -> Carry:
-    """(c, h), each [num_layers, batch_size, hidden_size] zeros."""
-    shape = (cfg.num_layers, batch_size, cfg.hidden_size)
-    return jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32)
+    """Per layer, (c, h) of zeros [batch_size, that layer's size]."""
+    return [
+        (jnp.zeros((batch_size, h), jnp.float32), jnp.zeros((batch_size, h), jnp.float32))
+        for h in cfg.layer_sizes
+    ]
 
 
 def lstm_cell(
@@ -115,16 +146,13 @@ def forward(
     if dropout_key is not None:
         keys = list(jax.random.split(dropout_key, cfg.num_layers + 1))
     x_TxBxH = dropout(keys[0], params["embedding"][inputs_BxT.T], cfg.keep_prob)
-    c_LxBxH, h_LxBxH = carry
-    new_c, new_h = [], []
-    for layer_idx, layer in enumerate(params["lstm"]):
-        layer_carry = (c_LxBxH[layer_idx], h_LxBxH[layer_idx])
-        (c_BxH, h_BxH), x_TxBxH = lstm_layer(layer, layer_carry, x_TxBxH, cfg.forget_bias)
-        x_TxBxH = dropout(keys[layer_idx + 1], x_TxBxH, cfg.keep_prob)
-        new_c.append(c_BxH)
-        new_h.append(h_BxH)
-    logits_TxBxV = x_TxBxH @ params["softmax"]["w"].T + params["softmax"]["b"]
-    return logits_TxBxV, (jnp.stack(new_c), jnp.stack(new_h))
+    new_carry = []
+    for layer, layer_carry, key in zip(params["lstm"], carry, keys[1:]):
+        layer_carry, x_TxBxH = lstm_layer(layer, layer_carry, x_TxBxH, cfg.forget_bias)
+        x_TxBxH = dropout(key, x_TxBxH, cfg.keep_prob)
+        new_carry.append(layer_carry)
+    logits_TxBxV = x_TxBxH @ softmax_weight(params).T + params["softmax"]["b"]
+    return logits_TxBxV, new_carry
 
 
 def sequence_cost(logits_TxBxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:

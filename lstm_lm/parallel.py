@@ -1,7 +1,7 @@
 """Data parallelism with JAX's sharding: a 1-D mesh of devices along the axis "data".
 
 The B rows (streams) of TF's batch layout are split across the devices: inputs
-[N, B, T] and the carry (c, h) [L, B, H] are sharded along B, and each device holds
+[N, B, T] and each layer's carry (c, h), [B, H] each, are sharded along B, and each device holds
 whole rows, so the carry threading is what it is on one device. Parameters and
 optimizer state are replicated; XLA adds the all-reduce of the gradients to the jitted
 step. With several processes (`jax.distributed.initialize`), the mesh spans every
@@ -43,15 +43,19 @@ def put(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
-def put_rows(x_AxBxC: np.ndarray, mesh: Mesh) -> jax.Array:
-    """A 3-D array whose axis 1 holds the B rows (batches [N, B, T], a carry half
-    [L, B, H]), split along B."""
-    return put(x_AxBxC, rows(mesh, 1, 3, x_AxBxC.shape[1]))
+def put_rows(x_NxBxT: np.ndarray, mesh: Mesh) -> jax.Array:
+    """Batches [N, B, T], split along their B rows."""
+    return put(x_NxBxT, rows(mesh, 1, 3, x_NxBxT.shape[1]))
+
+
+def carry_shardings(carry, mesh: Mesh):
+    """A carry's shardings, leaf by leaf: each [B, H] array split along its B rows."""
+    return jax.tree.map(lambda a: rows(mesh, 0, a.ndim, a.shape[0]), carry)
 
 
 def put_carry(carry, mesh: Mesh):
-    """(c, h), each [L, B, H], split along B."""
-    return jax.tree.map(lambda a: put_rows(a, mesh), carry)
+    """The carry (any pytree of [B, H] arrays) split along B."""
+    return jax.tree.map(put, carry, carry_shardings(carry, mesh))
 
 
 def to_host(x: jax.Array) -> np.ndarray:

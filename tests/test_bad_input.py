@@ -5,10 +5,11 @@ import os
 import pathlib
 
 import pytest
-from conftest import REPO, make_tarball, run_main, write_corpus
+from helpers import REPO, make_tarball, run_main, write_corpus
 
 from lstm_lm import data
 
+pytestmark = pytest.mark.slow  # each case runs main.py in a subprocess
 DENIED_PATHS_SHIM = REPO / "tests" / "denied_paths"  # its sitecustomize.py denies reads
 
 
@@ -21,7 +22,11 @@ def assert_clear_error(proc, *fragments: str) -> None:
 
 def train_with(tmp_path, data_dir, *args, env=None):
     return run_main(
-        tmp_path, f"--workdir={tmp_path / 'run'}", f"--config.data_dir={data_dir}", *args, env=env
+        tmp_path,
+        f"--workdir={tmp_path / 'run'}",
+        f"--config.data.data_dir={data_dir}",
+        *args,
+        env=env,
     )
 
 
@@ -29,7 +34,7 @@ def test_missing_data_file(tmp_path):
     data_dir = write_corpus(tmp_path / "data")
     (data_dir / "ptb.valid.txt").unlink()
     proc = train_with(tmp_path, data_dir)
-    assert_clear_error(proc, f"{data_dir} lacks ptb.valid.txt but has the other PTB files")
+    assert_clear_error(proc, f"{data_dir} lacks ptb.valid.txt but has the other files of the corpus")
 
 
 def test_empty_data_file(tmp_path):
@@ -65,7 +70,7 @@ def test_an_unreadable_data_directory(tmp_path):
 def test_download_with_a_wrong_checksum(tmp_path, serve):
     not_ptb = {name: " some other text\n" for name in data.PTB_FILES}
     url = serve(make_tarball(not_ptb))
-    proc = train_with(tmp_path, tmp_path / "empty", f"--config.data_url={url}")
+    proc = train_with(tmp_path, tmp_path / "empty", f"--config.data.url={url}")
     assert_clear_error(proc, "ptb.train.txt from", "has SHA-256", "To place the files by hand")
     assert list((tmp_path / "empty").iterdir()) == []
 
@@ -73,12 +78,12 @@ def test_download_with_a_wrong_checksum(tmp_path, serve):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("--config.batch_size=0", "config.batch_size must be > 0, got 0"),
-        ("--config.keep_prob=1.5", "config.keep_prob must be in (0, 1], got 1.5"),
-        ("--config.learning_rate=inf", "config.learning_rate must be finite, got inf"),
-        ("--config.steps_per_call=0", "config.steps_per_call must be > 0, got 0"),
-        ("--config.num_steps=1000", "The train split has 3600 words, too few for"),
-        ("--config.test_num_steps=5000", "config.test_num_steps=5000 steps"),
+        ("--config.train.batch_size=0", "config.train.batch_size must be > 0, got 0"),
+        ("--config.model.keep_prob=1.5", "config.model.keep_prob must be in (0, 1], got 1.5"),
+        ("--config.optim.learning_rate=inf", "config.optim.learning_rate must be finite, got inf"),
+        ("--config.train.steps_per_call=0", "config.train.steps_per_call must be > 0, got 0"),
+        ("--config.train.num_steps=1000", "The train split has 3600 words, too few for"),
+        ("--config.eval.test_num_steps=5000", "config.eval.test_num_steps=5000 steps"),
     ],
 )
 def test_nonsensical_config_value(tmp_path, override, message):
@@ -87,8 +92,13 @@ def test_nonsensical_config_value(tmp_path, override, message):
 
 
 def test_unknown_config_key(tmp_path):
-    proc = train_with(tmp_path, write_corpus(tmp_path / "data"), "--config.batchsize=3")
+    proc = train_with(tmp_path, write_corpus(tmp_path / "data"), "--config.train.batchsize=3")
     assert_clear_error(proc, "the config has no such key", 'Did you mean "batch_size"')
+
+
+def test_a_key_of_the_old_flat_config_is_told_its_group(tmp_path):
+    proc = train_with(tmp_path, write_corpus(tmp_path / "data"), "--config.hidden_size=3")
+    assert_clear_error(proc, "no such key", "grouped now: --config.model.hidden_size")
 
 
 def test_workdir_that_is_a_file(tmp_path):

@@ -4,7 +4,7 @@ import importlib.util
 import shlex
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 spec = importlib.util.spec_from_file_location("lstm_lm_main", REPO / "main.py")
 main = importlib.util.module_from_spec(spec)
@@ -16,10 +16,16 @@ spec.loader.exec_module(main)
     [["--workdir=old"], ["--workdir", "old"], ["-workdir=old"], ["-workdir", "old"]],
 )
 def test_the_resume_command_replaces_the_workdir_in_any_spelling(spelling, monkeypatch):
-    argv = ["main.py", "--config=c.py", *spelling, "--config.num_epochs=2"]
+    argv = ["main.py", "--config=c.py", *spelling, "--config.train.num_epochs=2"]
     monkeypatch.setattr("sys.argv", argv)
     command = shlex.split(main.resume_command("runs/a b"))
-    want = ["python", "main.py", "--config=c.py", "--config.num_epochs=2", "--workdir=runs/a b"]
+    want = [
+        "python",
+        "main.py",
+        "--config=c.py",
+        "--config.train.num_epochs=2",
+        "--workdir=runs/a b",
+    ]
     assert command == want
 
 

@@ -23,10 +23,11 @@ def numpy_basic_lstm_cell(kernel, bias, c, h, x, forget_bias):
 
 
 def numpy_cost(params, carry, inputs, targets, forget_bias=0.0):
-    """A whole forward pass and TF's cost, step by step in numpy (float64)."""
+    """A whole forward pass and TF's cost, step by step in numpy (float64). Layers may
+    differ in size; with tied embeddings the softmax weight is the embedding."""
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
-    c = [np.asarray(a, np.float64) for a in carry[0]]
-    h = [np.asarray(a, np.float64) for a in carry[1]]
+    c = [np.asarray(layer_c, np.float64) for layer_c, _ in carry]
+    h = [np.asarray(layer_h, np.float64) for _, layer_h in carry]
     batch, steps = inputs.shape
     cost = 0.0
     for t in range(steps):
@@ -37,20 +38,32 @@ def numpy_cost(params, carry, inputs, targets, forget_bias=0.0):
                 kernel, layer["b"], c[layer_idx], h[layer_idx], x, forget_bias
             )
             x = h[layer_idx]
-        logits = x @ p["softmax"]["w"].T + p["softmax"]["b"]  # w is stored [V, H]
+        softmax_w = p["softmax"]["w"] if "w" in p["softmax"] else p["embedding"]  # [V, H]
+        logits = x @ softmax_w.T + p["softmax"]["b"]
         logits = logits - logits.max(axis=1, keepdims=True)
         log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
         cost -= log_probs[np.arange(batch), targets[:, t]].sum() / batch
-    return cost, (np.stack(c), np.stack(h))
+    return cost, list(zip(c, h))
 
 
-def tiny_setup(seed=0, vocab=13, hidden=5, layers=2, batch=3, steps=4, init_scale=0.5):
-    cfg = model.ModelConfig(vocab, hidden, layers, init_scale)
+# Zaremba's shape; layers of different sizes under a distinct embedding; tied embeddings.
+SHAPES = {
+    "even": dict(),
+    "uneven": dict(num_layers=3, hidden_sizes=(6, 4, 3), embedding_size=5),
+    "tied": dict(hidden_sizes=(6, 5), embedding_size=5, tie_embeddings=True),
+}
+
+
+def tiny_setup(seed=0, vocab=13, hidden=5, layers=2, batch=3, steps=4, init_scale=0.5, **shape):
+    shape = dict(num_layers=layers) | shape
+    cfg = model.ModelConfig(vocab_size=vocab, hidden_size=hidden, init_scale=init_scale, **shape)
     k_params, k_carry, k_data = jax.random.split(jax.random.PRNGKey(seed), 3)
     params = model.init_params(k_params, cfg)
-    carry_shape = (layers, batch, hidden)
-    k_c, k_h = jax.random.split(k_carry)
-    carry = (jax.random.normal(k_c, carry_shape), jax.random.normal(k_h, carry_shape))
+    keys = jax.random.split(k_carry, 2 * cfg.num_layers)
+    carry = [
+        (jax.random.normal(keys[2 * i], (batch, h)), jax.random.normal(keys[2 * i + 1], (batch, h)))
+        for i, h in enumerate(cfg.layer_sizes)
+    ]
     tokens = np.asarray(jax.random.randint(k_data, (batch, steps + 1), 0, vocab))
     return cfg, params, carry, tokens[:, :-1], tokens[:, 1:]
 
@@ -69,17 +82,33 @@ def test_cell_matches_numpy_basic_lstm_cell(forget_bias):
     np.testing.assert_allclose(got_h, want_h, rtol=1e-5, atol=1e-6)
 
 
-def test_forward_cost_and_carry_match_numpy_loop():
-    cfg, params, carry, inputs, targets = tiny_setup()
-    cost, (c, h) = model.cost_fn(params, cfg, carry, inputs, targets)
-    want_cost, (want_c, want_h) = numpy_cost(params, carry, inputs, targets)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_cost_and_carry_match_numpy_loop(shape):
+    cfg, params, carry, inputs, targets = tiny_setup(**SHAPES[shape])
+    cost, new_carry = model.cost_fn(params, cfg, carry, inputs, targets)
+    want_cost, want_carry = numpy_cost(params, carry, inputs, targets)
     np.testing.assert_allclose(cost, want_cost, rtol=1e-5)
-    np.testing.assert_allclose(c, want_c, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(h, want_h, rtol=1e-5, atol=1e-6)
+    assert len(new_carry) == len(want_carry) == cfg.num_layers
+    for got, want in zip(jax.tree.leaves(new_carry), jax.tree.leaves(want_carry)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_gradients_match_finite_differences():
-    cfg, params, carry, inputs, targets = tiny_setup(vocab=7, hidden=3, batch=2, steps=3)
+def test_parameter_shapes_follow_the_layer_sizes_and_tying_keeps_one_matrix():
+    V = 13
+    _, uneven, *_ = tiny_setup(vocab=V, **SHAPES["uneven"])
+    shapes = jax.tree.map(lambda a: a.shape, uneven)
+    assert shapes["embedding"] == (V, 5) and shapes["softmax"] == {"w": (V, 3), "b": (V,)}
+    assert [layer["w_x"] for layer in shapes["lstm"]] == [(5, 24), (6, 16), (4, 12)]
+    assert [layer["w_h"] for layer in shapes["lstm"]] == [(6, 24), (4, 16), (3, 12)]
+    _, tied, *_ = tiny_setup(vocab=V, **SHAPES["tied"])
+    assert set(tied["softmax"]) == {"b"} and tied["embedding"].shape == (V, 5)
+
+
+@pytest.mark.parametrize("shape", ["even", "tied"])  # tied: the embedding's gradient sums both uses
+def test_gradients_match_finite_differences(shape):
+    cfg, params, carry, inputs, targets = tiny_setup(
+        vocab=7, hidden=3, batch=2, steps=3, **SHAPES[shape]
+    )
     with jax.enable_x64(True):
         params64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
         carry64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), carry)
@@ -111,7 +140,7 @@ def test_scan_over_t_equals_two_halves_with_carry_passed_through():
     logits_a, carry_mid = model.forward(params, cfg, carry, inputs[:, :3])
     logits_b, carry_end = model.forward(params, cfg, carry_mid, inputs[:, 3:])
     np.testing.assert_allclose(logits_all, np.concatenate([logits_a, logits_b]), rtol=1e-6)
-    for got, want in zip(carry_end, carry_all):
+    for got, want in zip(jax.tree.leaves(carry_end), jax.tree.leaves(carry_all)):
         np.testing.assert_allclose(got, want, rtol=1e-6)
 
 

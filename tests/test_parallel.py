@@ -9,34 +9,38 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, main_command, write_corpus
+from helpers import REPO, main_command, write_corpus
 
-# A small 2-layer model with dropout, checkpoints every 10 steps, all kept.
-OVERRIDES = dict(
-    num_layers=2,
-    hidden_size=8,
-    num_steps=3,
-    batch_size=8,
-    keep_prob=0.5,
-    max_grad_norm=5.0,
-    num_epochs=2,
-    full_lr_epochs=1,
-    steps_per_call=4,
-    checkpoint_every_steps=10,
-    keep_checkpoints=50,
-)
+pytestmark = pytest.mark.slow  # runs in subprocesses
+
+# A small 2-layer model of uneven sizes with dropout, checkpoints every 10 steps, all kept.
+OVERRIDES = {
+    "model.num_layers": 2,
+    "model.hidden_sizes": (8, 6),
+    "model.keep_prob": 0.5,
+    "optim.max_grad_norm": 5.0,
+    "optim.full_lr_epochs": 1,
+    "train.num_steps": 3,
+    "train.batch_size": 8,
+    "train.num_epochs": 2,
+    "train.steps_per_call": 4,
+    "train.checkpoint_every_steps": 10,
+    "train.keep_checkpoints": 50,
+}
 
 SCRIPT = r"""
 import json, pathlib, shutil, sys
 import jax
 import numpy as np
-from lstm_lm import parallel, train
+from lstm_lm import config as config_lib, parallel, train
 
 tmp, overrides = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2])
 
 def run(name, num_devices):
-    config = train.base_config()
-    config.update(overrides, data_dir=str(tmp / "data"), num_devices=num_devices)
+    config = config_lib.default_config()
+    overrides["model.hidden_sizes"] = tuple(overrides["model.hidden_sizes"])
+    config.update_from_flattened_dict(overrides)
+    config.data.data_dir, config.train.num_devices = str(tmp / "data"), num_devices
     results = train.train_and_evaluate(config, tmp / name)
     metrics = (tmp / name / "metrics.jsonl").read_text().splitlines()
     return dict(results, epochs=[json.loads(line) for line in metrics])
@@ -104,7 +108,7 @@ def test_a_checkpoint_from_four_devices_resumes_on_one_and_back(runs):
 
 def test_two_processes_of_two_devices_train_like_one_device(runs, data_dir, tmp_path):
     """jax.distributed on CPU (gloo collectives): a 4-device mesh across 2 processes."""
-    overrides = dict(OVERRIDES, data_dir=data_dir)  # on ptb_tiny: the same as SCRIPT's runs
+    overrides = dict(OVERRIDES, **{"data.data_dir": data_dir})  # on ptb_tiny, as SCRIPT's runs
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -18,11 +18,17 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO, main_command, run_main, write_corpus
+from helpers import REPO, main_command, make_zip, run_main, tiny_config, write_corpus
 
-from lstm_lm import checkpoints, data, inference, model, train
+from lstm_lm import checkpoints, data, inference, model, optim, train
 
-TINY = ["--config.num_epochs=2", "--config.steps_per_call=4", "--config.checkpoint_every_steps=10"]
+pytestmark = pytest.mark.slow  # whole runs, most of them through main.py in a subprocess
+
+TINY = [
+    "--config.train.num_epochs=2",
+    "--config.train.steps_per_call=4",
+    "--config.train.checkpoint_every_steps=10",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +37,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trained")
     data_dir = write_corpus(tmp / "data")
     workdir = tmp / "run"
-    proc = run_main(tmp, f"--workdir={workdir}", f"--config.data_dir={data_dir}", *TINY)
+    proc = run_main(tmp, f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *TINY)
     assert proc.returncode == 0, proc.stderr
     return tmp, workdir, proc
 
@@ -64,7 +70,7 @@ def read_scalars(directory: pathlib.Path) -> dict[str, list[tuple[int, float]]]:
 
 def test_training_writes_metrics_results_events_curve_and_checkpoints(trained):
     tmp, workdir, proc = trained
-    assert json.loads((workdir / "config.json").read_text())["num_epochs"] == 2
+    assert json.loads((workdir / "config.json").read_text())["train"]["num_epochs"] == 2
     vocab = (workdir / "vocab.txt").read_text().split()
     assert len(vocab) == 42 and {"<unk>", "<eos>", "w0"} <= set(vocab)
     epochs = read_jsonl(workdir / "metrics.jsonl")
@@ -104,7 +110,7 @@ def test_a_rerun_of_the_same_shapes_takes_every_compiled_step_from_the_cache(tra
         assert any(name.startswith(step) for name in entries), entries
     env = dict(os.environ, JAX_LOG_COMPILES="1")  # JAX logs each cache hit at WARNING
     again = run_main(
-        tmp, f"--workdir={tmp / 'again'}", f"--config.data_dir={tmp / 'data'}", *TINY, env=env
+        tmp, f"--workdir={tmp / 'again'}", f"--config.data.data_dir={tmp / 'data'}", *TINY, env=env
     )
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in cache.iterdir()) == entries  # nothing compiled anew
@@ -113,7 +119,7 @@ def test_a_rerun_of_the_same_shapes_takes_every_compiled_step_from_the_cache(tra
 
 
 def real_ptb_dir() -> pathlib.Path:
-    data_dir = data.default_data_dir()
+    data_dir = data.data_root() / "ptb"
     if not (data_dir / "ptb.train.txt").is_file():
         pytest.skip(f"set ${data.DATA_DIR_ENV} to a directory with the PTB files")
     return data_dir
@@ -128,9 +134,9 @@ def saved_progress(workdir: pathlib.Path) -> tuple[int, dict]:
 
 def test_sigterm_mid_epoch_then_rerun_ends_bitwise_like_an_uninterrupted_run(tmp_path):
     args = [
-        f"--config.data_dir={real_ptb_dir()}",
-        "--config.num_epochs=2",
-        "--config.max_batches_per_epoch=3000",
+        f"--config.data.data_dir={real_ptb_dir()}",
+        "--config.train.num_epochs=2",
+        "--config.train.max_batches_per_epoch=3000",
     ]
     straight = run_main(tmp_path, f"--workdir={tmp_path / 'straight'}", *args)
     assert straight.returncode == 0, straight.stderr
@@ -173,16 +179,16 @@ def test_sigterm_mid_epoch_then_rerun_ends_bitwise_like_an_uninterrupted_run(tmp
 KILLED_SAVER = """
 import pathlib, sys
 import jax, jax.numpy as jnp
-from lstm_lm import checkpoints, model, train
+from lstm_lm import checkpoints, model, optim
 
 cfg = model.ModelConfig(vocab_size=20_000, hidden_size=1000, num_layers=1, init_scale=0.1)
-optimizer = train.make_optimizer(1.0, lambda step: 1.0)
+optimizer = optim.make_optimizer(1.0, lambda step: 1.0)
 mngr = checkpoints.manager(pathlib.Path(sys.argv[1]), keep=3)
 carry = model.zero_carry(cfg, 2)
 for step in (1, 2):  # ~220 MB each
     params = model.init_params(jax.random.PRNGKey(step), cfg)
     key = jnp.zeros(2, jnp.uint32)
-    state = train.TrainState(jnp.array(step), params, optimizer.init(params), key)
+    state = optim.TrainState(jnp.array(step), params, optimizer.init(params), key)
     print("saving", step, flush=True)
     checkpoints.save(mngr, state, carry, checkpoints.Progress(batch=step))
 """
@@ -206,8 +212,8 @@ def test_kill_9_during_a_checkpoint_save_leaves_the_previous_checkpoint_usable(t
 
     cfg = model.ModelConfig(vocab_size=20_000, hidden_size=1000, num_layers=1, init_scale=0.1)
     params = model.init_params(jax.random.PRNGKey(1), cfg)
-    optimizer = train.make_optimizer(1.0, lambda step: 1.0)
-    template = train.TrainState(
+    optimizer = optim.make_optimizer(1.0, lambda step: 1.0)
+    template = optim.TrainState(
         jnp.array(0), params, optimizer.init(params), jnp.zeros(2, jnp.uint32)
     )
     mngr = checkpoints.manager(tmp_path, keep=3)
@@ -220,21 +226,15 @@ def test_kill_9_during_a_checkpoint_save_leaves_the_previous_checkpoint_usable(t
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["1"]  # debris removed
 
 
-def tiny_config(data_dir: pathlib.Path):
-    config = train.base_config()
-    config.update(num_layers=1, num_steps=2, hidden_size=2, num_epochs=1, full_lr_epochs=1)
-    config.update(data_dir=str(data_dir), steps_per_call=2, checkpoint_every_steps=2)
-    return config
-
-
 def test_divergence_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real_step = train.train_step
 
     def step_that_diverges_at_step_7(state, *args, **kwargs):
-        new_state, carry, (cost, grad_norm) = real_step(state, *args, **kwargs)
+        new_state, carry, metrics = real_step(state, *args, **kwargs)
         bad = state.step >= 6
         params = jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), new_state.params)
-        return new_state.replace(params=params), carry, (jnp.where(bad, jnp.nan, cost), grad_norm)
+        metrics = {k: jnp.where(bad, jnp.nan, v) for k, v in metrics.items()}
+        return new_state.replace(params=params), carry, metrics
 
     monkeypatch.setattr(train, "train_step", step_that_diverges_at_step_7)
     workdir = tmp_path / "run"
@@ -254,7 +254,7 @@ def test_a_damaged_checkpoint_is_a_clear_error(trained, tmp_path):
             path.write_bytes(b"not a checkpoint")
     evaluate = run_main(tmp_path, "--mode=evaluate", f"--workdir={workdir}", config=None)
     resume = run_main(
-        tmp_path, f"--workdir={workdir}", f"--config.data_dir={trained[0] / 'data'}", *TINY
+        tmp_path, f"--workdir={workdir}", f"--config.data.data_dir={trained[0] / 'data'}", *TINY
     )
     for proc in (evaluate, resume):
         assert proc.returncode == 1
@@ -266,10 +266,10 @@ def test_a_damaged_checkpoint_is_a_clear_error(trained, tmp_path):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_checkpoint_with_the_old_softmax_layout_says_to_use_a_new_workdir(tmp_path):
     cfg = model.ModelConfig(vocab_size=30, hidden_size=4, num_layers=1, init_scale=0.1)
-    optimizer = train.make_optimizer(1.0, lambda step: 1.0)
+    optimizer = optim.make_optimizer(1.0, lambda step: 1.0)
 
     def state_of(params):
-        return train.TrainState(jnp.array(1), params, optimizer.init(params), jnp.zeros(2))
+        return optim.TrainState(jnp.array(1), params, optimizer.init(params), jnp.zeros(2))
 
     params = model.init_params(jax.random.PRNGKey(0), cfg)
     old = {**params, "softmax": {**params["softmax"], "w": params["softmax"]["w"].T}}
@@ -284,10 +284,13 @@ def test_resuming_with_another_model_shape_is_refused_by_key(trained, tmp_path):
     workdir = copy_run(trained, tmp_path)
     data_dir = trained[0] / "data"
     proc = run_main(
-        tmp_path, f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--config.hidden_size=4"
+        tmp_path,
+        f"--workdir={workdir}",
+        f"--config.data.data_dir={data_dir}",
+        "--config.model.hidden_size=4",
     )
     assert proc.returncode == 1
-    assert "differs in hidden_size: 2 -> 4" in proc.stderr
+    assert "differs in model.hidden_size: 2 -> 4" in proc.stderr
 
 
 def test_evaluate_mode_reproduces_the_runs_perplexities(trained, tmp_path):
@@ -345,3 +348,93 @@ def test_sample_mode_prints_the_prompt_and_the_drawn_words(trained, tmp_path):
         words, newlines = proc.stdout.split(), proc.stdout[:-1].count("\n")  # <eos> each
         assert words[:2] == ["w1", "w2"]
         assert len(words) + newlines == 22 and set(words) <= vocab
+
+
+def rewind(workdir: pathlib.Path, step: int) -> None:
+    """Leave `workdir` as a run stopped right after its checkpoint at `step` would."""
+    for path in (workdir / "checkpoints").iterdir():
+        if int(path.name) > step:
+            shutil.rmtree(path)
+    (workdir / "results.json").unlink()
+
+
+def test_a_tied_model_of_awd_lstm_shape_trains_and_resumes_bitwise(tmp_path):
+    # AWD-LSTM's 400 / 1150-1150-400 shape, scaled down, with the softmax tied to the embedding.
+    config = tiny_config(
+        write_corpus(tmp_path / "data"),
+        num_layers=3,
+        embedding_size=4,
+        hidden_sizes=(10, 10, 4),
+        tie_embeddings=True,
+        keep_prob=0.7,
+    )
+    config.train.update(num_epochs=2, checkpoint_every_steps=10, keep_checkpoints=100)
+    workdir = tmp_path / "run"
+    straight = train.train_and_evaluate(config, workdir)
+    assert 1 < straight["test_perplexity"] < 100  # 42 words: it learned, it did not blow up
+    assert set(inference.load_run(workdir).params["softmax"]) == {"b"}
+    rewind(workdir, 100)  # mid epoch 2 (89 batches an epoch)
+    resumed = train.train_and_evaluate(config, workdir)
+    for key in ("train_perplexity", "valid_perplexity", "test_perplexity", "step"):
+        assert resumed[key] == straight[key], key
+
+
+def write_wikitext2_zip(tmp_path: pathlib.Path, real_dir: pathlib.Path) -> tuple[bytes, str]:
+    """WikiText-2's archive with the real valid and test files and a training file of
+    theirs repeated to the published 2,088,628 tokens: (zip, training text)."""
+    valid = (real_dir / "wiki.valid.tokens").read_text(encoding="utf-8")
+    test = (real_dir / "wiki.test.tokens").read_text(encoding="utf-8")
+    lines, total, want = [], 0, data.DATASETS["wikitext2"].num_tokens["wiki.train.tokens"]
+    while total < want:
+        for line in (valid + test).splitlines():
+            words = line.split()[: want - total - 1]
+            lines.append(" " + " ".join(words) + " \n")
+            total += len(words) + 1
+            if total == want:
+                break
+    train_text = "".join(lines)
+    files = {"wiki.train.tokens": train_text, "wiki.valid.tokens": valid, "wiki.test.tokens": test}
+    return make_zip(files, "wikitext-2"), train_text
+
+
+def test_wikitext2_downloads_loads_and_trains(tmp_path, serve):
+    real_dir = data.data_root() / "wikitext-2"
+    if not (real_dir / "wiki.valid.tokens").is_file():
+        pytest.skip(f"set ${data.DATA_DIR_ENV} to a folder holding wikitext-2/wiki.valid.tokens")
+    archive, train_text = write_wikitext2_zip(tmp_path, real_dir)
+    url = serve(archive, name="wikitext-2-v1.zip")
+    proc = run_main(
+        tmp_path,
+        f"--workdir={tmp_path / 'run'}",
+        "--config.data.name=wikitext2",
+        f"--config.data.data_dir={tmp_path / 'wikitext-2'}",
+        f"--config.data.url={url}",
+        "--config.train.max_batches_per_epoch=20",
+        "--config.eval.test_batch_size=20",
+        "--config.eval.test_num_steps=20",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "wikitext-2").iterdir()) == sorted(
+        data.WIKITEXT_FILES
+    )
+    vocab = (tmp_path / "run" / "vocab.txt").read_text().split("\n")[:-1]
+    assert set(vocab) == set(train_text.split()) | {"<eos>"}
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert 1 < results["test_perplexity"] < 2 * len(vocab)  # a barely trained model
+
+
+def test_a_corpus_of_ones_own_without_unk_trains_with_min_count_2(tmp_path):
+    corpus = tmp_path / "mine"
+    corpus.mkdir()
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(40)]
+    for name, lines in (("train.txt", 400), ("valid.txt", 60), ("test.txt", 60)):
+        text = "".join(" ".join(rng.choice(words, 8)) + "\n" for _ in range(lines))
+        (corpus / name).write_text(text + ("novel words\n" if name != "train.txt" else ""))
+    args = [f"--workdir={tmp_path / 'run'}", "--config.data.name=dir"]
+    args += [f"--config.data.data_dir={corpus}"]
+    refused = run_main(tmp_path, *args)
+    assert refused.returncode == 1 and "--config.data.min_count=2" in refused.stderr
+    proc = run_main(tmp_path, *args, "--config.data.min_count=2")
+    assert proc.returncode == 0, proc.stderr
+    assert "<unk>" in (tmp_path / "run" / "vocab.txt").read_text().split()

@@ -8,25 +8,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lstm_lm import model, train
+from lstm_lm import config as config_lib
+from lstm_lm import evaluation, model, optim, train
 
 
 def test_schedule_is_tf_staircase_per_epoch():
     steps_per_epoch = 7
-    schedule = train.lr_schedule(1.0, 0.5, full_lr_epochs=4, steps_per_epoch=steps_per_epoch)
+    schedule = optim.lr_schedule(1.0, 0.5, full_lr_epochs=4, steps_per_epoch=steps_per_epoch)
     want = [1.0, 1.0, 1.0, 1.0, 0.5, 0.25, 0.125, 0.0625]  # TF small config, epochs 0..7
     for epoch, lr in enumerate(want):
         for step in (epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch - 1):
             assert float(schedule(step)) == pytest.approx(lr)
-    large = train.lr_schedule(1.0, 1 / 1.15, full_lr_epochs=14, steps_per_epoch=1)
+    large = optim.lr_schedule(1.0, 1 / 1.15, full_lr_epochs=14, steps_per_epoch=1)
     assert float(large(13)) == pytest.approx(1.0)
     assert float(large(16)) == pytest.approx(1.15**-3, rel=1e-6)
 
 
 def small_state(cfg, lr=1.0, max_grad_norm=5.0):
-    optimizer = train.make_optimizer(max_grad_norm, train.lr_schedule(lr, 0.5, 1, 100))
+    optimizer = optim.make_optimizer(max_grad_norm, optim.lr_schedule(lr, 0.5, 1, 100))
     params = model.init_params(jax.random.PRNGKey(0), cfg)
-    state = train.TrainState(
+    state = optim.TrainState(
         jnp.zeros((), jnp.int32), params, optimizer.init(params), jax.random.PRNGKey(1)
     )
     step_kwargs = dict(cfg=cfg, optimizer=optimizer)
@@ -46,11 +47,12 @@ def test_one_train_step_lowers_the_cost_on_a_fixed_batch():
     inputs, targets = (a[0] for a in random_batches(1, 4, 5, cfg.vocab_size))
     carry = model.zero_carry(cfg, 4)
     before, _ = model.cost_fn(state.params, cfg, carry, inputs, targets)
-    state, _, (cost, _) = jax.jit(functools.partial(train.train_step, **step_kwargs))(
+    state, _, metrics = jax.jit(functools.partial(train.train_step, **step_kwargs))(
         state, carry, inputs, targets
     )
     after, _ = model.cost_fn(state.params, cfg, carry, inputs, targets)
-    assert float(cost) == pytest.approx(float(before), rel=1e-6)
+    assert float(metrics["cross_entropy"]) == pytest.approx(float(before), rel=1e-6)
+    assert float(metrics["objective"]) == float(metrics["cross_entropy"])  # no regulariser
     assert float(after) < float(before) - 0.1
     assert int(state.step) == 1
 
@@ -63,10 +65,10 @@ def test_sgd_step_is_clipped_gradient_times_lr():
     grads = jax.grad(lambda p: model.cost_fn(p, cfg, carry, inputs, targets)[0])(state.params)
     norm = math.sqrt(sum(float(jnp.sum(g**2)) for g in jax.tree.leaves(grads)))
     assert norm > 0.01  # so the clip is active
-    new_state, _, (_, grad_norm) = jax.jit(functools.partial(train.train_step, **step_kwargs))(
+    new_state, _, metrics = jax.jit(functools.partial(train.train_step, **step_kwargs))(
         state, carry, inputs, targets
     )
-    assert float(grad_norm) == pytest.approx(norm, rel=1e-5)
+    assert float(metrics["grad_norm"]) == pytest.approx(norm, rel=1e-5)
     for old, new, g in zip(*map(jax.tree.leaves, (state.params, new_state.params, grads))):
         np.testing.assert_allclose(new, old - 0.7 * g * (0.01 / norm), rtol=1e-4, atol=1e-7)
 
@@ -80,20 +82,22 @@ def test_chunked_training_equals_step_by_step_with_carry_threaded():
     step_fn = jax.jit(functools.partial(train.train_step, **step_kwargs))
     loop_state, carry, costs = state, model.zero_carry(cfg, 3), []
     for x, y in zip(inputs, targets):
-        loop_state, carry, (cost, _) = step_fn(loop_state, carry, x, y)
-        costs.append(float(cost))
+        loop_state, carry, metrics = step_fn(loop_state, carry, x, y)
+        costs.append(float(metrics["cross_entropy"]))
     chunk_fn = jax.jit(functools.partial(train.train_chunk, **step_kwargs))
-    chunk_state, chunk_carry, costs_a, _, finite = chunk_fn(
+    chunk_state, chunk_carry, metrics_a, finite = chunk_fn(
         state, model.zero_carry(cfg, 3), inputs[:3], targets[:3]
     )
-    chunk_state, chunk_carry, costs_b, _, _ = chunk_fn(
+    chunk_state, chunk_carry, metrics_b, _ = chunk_fn(
         chunk_state, chunk_carry, inputs[3:], targets[3:]
     )
-    np.testing.assert_allclose(np.concatenate([costs_a, costs_b]), costs, rtol=1e-5)
+    chunk_costs = np.concatenate([metrics_a["cross_entropy"], metrics_b["cross_entropy"]])
+    np.testing.assert_allclose(chunk_costs, costs, rtol=1e-5)
     assert bool(finite)
     for got, want in zip(jax.tree.leaves(chunk_state.params), jax.tree.leaves(loop_state.params)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(chunk_carry[1], carry[1], rtol=1e-4, atol=1e-6)
+    for got, want in zip(jax.tree.leaves(chunk_carry), jax.tree.leaves(carry)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
 def test_eval_pass_threads_the_carry_from_zeros():
@@ -104,32 +108,62 @@ def test_eval_pass_threads_the_carry_from_zeros():
     for x, y in zip(inputs, targets):
         cost, carry = model.cost_fn(params, cfg, carry, x, y)
         want += float(cost)
-    got, got_carry = train.eval_pass(params, model.zero_carry(cfg, 3), inputs, targets, cfg=cfg)
+    got, got_carry = evaluation.eval_pass(
+        params, model.zero_carry(cfg, 3), inputs, targets, cfg=cfg
+    )
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
-    np.testing.assert_allclose(got_carry[0], carry[0], rtol=1e-5, atol=1e-7)
+    for got, want in zip(jax.tree.leaves(got_carry), jax.tree.leaves(carry)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize(
     "key, value",
     [
-        ("batch_size", 0),
-        ("num_steps", -1),
-        ("keep_prob", 0.0),
-        ("keep_prob", 1.5),
-        ("learning_rate", 0.0),
-        ("max_batches_per_epoch", -2),
-        ("learning_rate", float("inf")),
-        ("max_grad_norm", float("nan")),
-        ("steps_per_call", 0),
-        ("keep_checkpoints", 0),
-        ("checkpoint_every_steps", -1),
+        ("train.batch_size", 0),
+        ("train.num_steps", -1),
+        ("model.keep_prob", 0.0),
+        ("model.keep_prob", 1.5),
+        ("optim.learning_rate", 0.0),
+        ("train.max_batches_per_epoch", -2),
+        ("optim.learning_rate", float("inf")),
+        ("optim.max_grad_norm", float("nan")),
+        ("train.steps_per_call", 0),
+        ("train.keep_checkpoints", 0),
+        ("train.checkpoint_every_steps", -1),
+        ("data.min_count", 0),
+        ("model.embedding_size", -1),
     ],
 )
 def test_nonsensical_config_values_are_refused_by_name(key, value):
-    config = train.base_config()
-    config[key] = value
-    with pytest.raises(train.ConfigError, match=f"config.{key} must be"):
-        train.validate_config(config)
+    config = config_lib.default_config()
+    group, name = key.split(".")
+    config[group][name] = value
+    with pytest.raises(config_lib.ConfigError, match=f"config.{key} must be"):
+        config_lib.validate(config)
+
+
+@pytest.mark.parametrize(
+    "model_overrides, message",
+    [
+        (dict(hidden_sizes=(4, 4, 4)), r"hidden_sizes=\(4, 4, 4\) has 3 sizes for .*num_layers=2"),
+        (dict(hidden_sizes=(4, 0)), r"config.model.hidden_sizes must be > 0, got 0"),
+        (dict(tie_embeddings=True, hidden_sizes=(8, 6)), r"last layer's size \(6\) .* \(8\)"),
+        (dict(tie_embeddings=True, embedding_size=5), r"last layer's size \(200\) .* \(5\)"),
+    ],
+)
+def test_model_shapes_that_cannot_be_built_are_refused(model_overrides, message):
+    config = config_lib.default_config()
+    config.model.update(model_overrides)
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate(config)
+
+
+def test_the_model_group_is_the_model_config_but_the_vocabulary():
+    config = config_lib.default_config()
+    config.model.hidden_sizes = (6, 4)
+    cfg = config_lib.model_config(config, vocab_size=11)
+    assert cfg.vocab_size == 11 and cfg.layer_sizes == (6, 4) and cfg.input_size == 6
+    assert hash(cfg) == hash(config_lib.model_config(config, vocab_size=11))
 
 
 def test_chunk_bounds_follow_the_epochs_fixed_grid_from_any_start():

@@ -1,0 +1,183 @@
+"""The config: every key with its default and meaning, its checks, and the model config.
+
+A config file (`configs/*.py`) starts from `default_config()` and sets what differs;
+`--config.GROUP.KEY=VALUE` overrides any key from the command line. The groups:
+
+    data    which corpus, where it is, how its vocabulary is built
+    model   the network's shape and regularisation: exactly `model.ModelConfig`'s fields
+            but the vocabulary size, so `model_config` is `ModelConfig(**config.model, V)`
+    optim   learning rate, its schedule, gradient clipping
+    train   epochs, batch layout, jitted-call size, checkpoints, devices
+    eval    the test pass's layout
+
+The defaults are the Zaremba et al. (2014) small model on the Penn Treebank with TF's
+`ptb_word_lm.py` settings; the comment after a key names the TF flag it replaces.
+"""
+
+import math
+
+import jax
+import ml_collections
+
+from lstm_lm import data, model
+
+
+class ConfigError(ValueError):
+    """A config value makes no sense, alone or for the data; the message names the key."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every key the code reads, with its default."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # parameters and dropout masks
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "ptb"  # one of data.DATASETS, or "dir": train/valid/test files of yours
+    config.data.data_dir = ""  # '' = $LSTM_LM_DATA_DIR/<dataset folder>, else ~/.cache/lstm_lm/...
+    config.data.url = ""  # '' = the dataset's own mirrors, tried in order
+    config.data.train_file = ""  # '' = the dataset's own file names (dir: train.txt, ...)
+    config.data.valid_file = ""
+    config.data.test_file = ""
+    config.data.min_count = 1  # training words seen fewer times become <unk>
+    config.data.max_vocab_size = 0  # keep the most frequent words only (0 = all), <unk> included
+
+    config.model = ml_collections.ConfigDict()
+    config.model.num_layers = 2  # TF: num_layers
+    config.model.hidden_size = 200  # TF: hidden_size; every layer's, unless hidden_sizes is set
+    config.model.hidden_sizes = ()  # one size per layer, e.g. (1150, 1150, 400); () = hidden_size
+    config.model.embedding_size = 0  # 0 = the first layer's hidden size (TF: hidden_size)
+    config.model.tie_embeddings = False  # the softmax weight is the embedding (one array)
+    config.model.init_scale = 0.1  # TF: init_scale; every parameter ~ U(-s, s)
+    config.model.keep_prob = 1.0  # TF: keep_prob; dropout on non-recurrent connections
+    config.model.forget_bias = 0.0  # added to the forget gate, as BasicLSTMCell's
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.learning_rate = 1.0  # TF: learning_rate
+    config.optim.lr_decay = 0.5  # TF: lr_decay; a factor per epoch after full_lr_epochs
+    config.optim.full_lr_epochs = 4  # TF: max_epoch; epochs at the full learning rate
+    config.optim.max_grad_norm = 5.0  # TF: max_grad_norm; clip by the global norm
+
+    config.train = ml_collections.ConfigDict()
+    config.train.num_epochs = 13  # TF: max_max_epoch
+    config.train.batch_size = 20  # TF: batch_size; also the valid pass's
+    config.train.num_steps = 20  # TF: num_steps; unrolled steps, also the valid pass's
+    config.train.max_batches_per_epoch = 0  # 0 = the whole training set each epoch
+    config.train.steps_per_call = 50  # batches per jitted call; signals are seen between calls
+    config.train.checkpoint_every_steps = 500  # 0 = only at the end of each epoch
+    config.train.keep_checkpoints = 3  # the newest this many are kept
+    config.train.num_devices = 0  # the batch's rows are split across this many; 0 = all
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.test_batch_size = 1  # TF's test protocol: one stream,
+    config.eval.test_num_steps = 1  # one step at a time
+    return config
+
+
+POSITIVE = (
+    "model.num_layers",
+    "model.hidden_size",
+    "model.init_scale",
+    "optim.learning_rate",
+    "optim.lr_decay",
+    "optim.max_grad_norm",
+    "train.num_epochs",
+    "train.batch_size",
+    "train.num_steps",
+    "train.steps_per_call",
+    "train.keep_checkpoints",
+    "eval.test_batch_size",
+    "eval.test_num_steps",
+    "data.min_count",
+)
+NON_NEGATIVE = (
+    "model.embedding_size",
+    "optim.full_lr_epochs",
+    "train.max_batches_per_epoch",
+    "train.checkpoint_every_steps",
+    "train.num_devices",
+    "data.max_vocab_size",
+)
+
+
+def get(config: ml_collections.ConfigDict, key: str):
+    """config["group.key"]: the value at a dotted path."""
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
+def check_number(key: str, value, lowest: float, strict: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"config.{key} must be a number, got {value!r}.")
+    if not math.isfinite(value):
+        raise ConfigError(f"config.{key} must be finite, got {value!r}.")
+    if value < lowest or (strict and value == lowest):
+        raise ConfigError(
+            f"config.{key} must be {'>' if strict else '>='} {lowest}, got {value!r}."
+        )
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raise ConfigError naming the key and value of the first nonsensical setting."""
+    for key in POSITIVE:
+        check_number(key, get(config, key), 0, strict=True)
+    for key in NON_NEGATIVE:
+        check_number(key, get(config, key), 0, strict=False)
+    if not 0.0 < config.model.keep_prob <= 1.0:
+        raise ConfigError(
+            f"config.model.keep_prob must be in (0, 1], got {config.model.keep_prob!r}."
+        )
+    if config.data.name not in (*data.DATASETS, "dir"):
+        names = ", ".join(sorted([*data.DATASETS, "dir"]))
+        raise ConfigError(f"config.data.name must be one of {names}, got {config.data.name!r}.")
+    if config.data.name == "dir" and not config.data.data_dir:
+        raise ConfigError(
+            "config.data.name='dir' needs config.data.data_dir: the folder of your text."
+        )
+    validate_model(config.model)
+    validate_devices(config.train)
+
+
+def validate_model(model_config: ml_collections.ConfigDict) -> None:
+    sizes = tuple(model_config.hidden_sizes)
+    if sizes and len(sizes) != model_config.num_layers:
+        raise ConfigError(
+            f"config.model.hidden_sizes={sizes} has {len(sizes)} sizes for "
+            f"config.model.num_layers={model_config.num_layers}: give one per layer."
+        )
+    for size in sizes:
+        check_number("model.hidden_sizes", size, 0, strict=True)
+    if model_config.tie_embeddings:
+        sizes = sizes or (model_config.hidden_size,) * model_config.num_layers
+        embedding_size = model_config.embedding_size or sizes[0]
+        if sizes[-1] != embedding_size:
+            raise ConfigError(
+                f"config.model.tie_embeddings needs the last layer's size ({sizes[-1]}) to "
+                f"equal the embedding size ({embedding_size}): set config.model.hidden_sizes "
+                "so that the last one equals config.model.embedding_size."
+            )
+
+
+def validate_devices(train: ml_collections.ConfigDict) -> None:
+    devices = jax.devices()
+    if train.num_devices > len(devices):
+        raise ConfigError(
+            f"config.train.num_devices={train.num_devices}, but there are {len(devices)} "
+            f"{devices[0].platform} devices; 0 uses all of them."
+        )
+    if jax.process_count() > 1 and train.num_devices not in (0, len(devices)):
+        raise ConfigError(
+            f"With {jax.process_count()} processes the mesh spans all {len(devices)} "
+            "devices: set config.train.num_devices=0."
+        )
+    num_devices = train.num_devices or len(devices)
+    if train.batch_size % num_devices:
+        raise ConfigError(
+            f"config.train.batch_size={train.batch_size} does not divide by the {num_devices} "
+            "devices that share its rows; change batch_size or num_devices."
+        )
+
+
+def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> model.ModelConfig:
+    """The static model config: the `model` group and the vocabulary's size."""
+    return model.ModelConfig(**config.model, vocab_size=vocab_size)
