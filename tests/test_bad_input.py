@@ -1,6 +1,7 @@
 """Bad input gets one clear line on stderr and exit status 1 (absl usage errors: 1 too),
 never a traceback from deep inside."""
 
+import json
 import os
 import pathlib
 
@@ -34,7 +35,9 @@ def test_missing_data_file(tmp_path):
     data_dir = write_corpus(tmp_path / "data")
     (data_dir / "ptb.valid.txt").unlink()
     proc = train_with(tmp_path, data_dir)
-    assert_clear_error(proc, f"{data_dir} lacks ptb.valid.txt but has the other files of the corpus")
+    assert_clear_error(
+        proc, f"{data_dir} lacks ptb.valid.txt but has the other files of the corpus"
+    )
 
 
 def test_empty_data_file(tmp_path):
@@ -112,3 +115,15 @@ def test_modes_without_a_run(tmp_path):
     assert_clear_error(proc, "--mode=sample needs --workdir of a trained run")
     proc = run_main(tmp_path, "--mode=evaluate", f"--workdir={tmp_path}", config=None)
     assert_clear_error(proc, f"{tmp_path / 'config.json'} is missing")
+
+
+def test_a_workdir_of_the_flat_config_is_refused_with_what_to_do(tmp_path):
+    old = tmp_path / "old_run"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps({"hidden_size": 200, "num_layers": 2}))
+    (old / "vocab.txt").write_text("<eos>\nthe\n")
+    evaluate = run_main(tmp_path, "--mode=evaluate", f"--workdir={old}", config=None)
+    data_dir = write_corpus(tmp_path / "data")
+    resume = run_main(tmp_path, f"--workdir={old}", f"--config.data.data_dir={data_dir}")
+    for proc in (evaluate, resume):
+        assert_clear_error(proc, "is a flat config of lstm_lm 0.1", "Train in a new workdir")

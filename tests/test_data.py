@@ -239,3 +239,26 @@ def test_a_zip_archive_is_read_and_checked_by_token_count(tmp_path, serve):
     with pytest.raises(data.DataError, match="wiki.test.tokens from .* has 2 tokens, expected 3"):
         download(tmp_path / "again", url, dataset=miscounted)
     assert_left_empty(tmp_path / "again")
+
+
+def test_a_large_corpus_keeps_its_ids_and_a_changed_file_is_read_anew(tmp_path, monkeypatch):
+    directory = write_dir_corpus(tmp_path / "mine")
+    monkeypatch.setattr(data, "CACHE_MIN_BYTES", 0)  # every corpus counts as large
+    first = data.load(dir_config(directory, min_count=2).data)
+    assert len(list((directory / ".lstm_lm_ids").glob("*.npz"))) == 1
+
+    def no_reading(path):
+        raise AssertionError(f"{path} was read although its ids are kept")
+
+    with monkeypatch.context() as m:
+        m.setattr(data, "count_words", no_reading)
+        again = data.load(dir_config(directory, min_count=2).data)
+    assert again.vocab == first.vocab
+    for split in ("train", "valid", "test"):
+        np.testing.assert_array_equal(getattr(again, split), getattr(first, split))
+
+    (directory / "test.txt").write_text("the cat sat\n")
+    changed = data.load(dir_config(directory, min_count=2).data)
+    v = changed.vocab
+    np.testing.assert_array_equal(changed.test, [v["the"], v["cat"], v["sat"], v["<eos>"]])
+    assert len(list((directory / ".lstm_lm_ids").glob("*.npz"))) == 2
