@@ -130,14 +130,14 @@ def dropout(key: jax.Array | None, x: jax.Array, keep_prob: float) -> jax.Array:
     return jnp.where(mask, x / keep_prob, 0.0)
 
 
-def forward(
+def hidden_states(
     params: dict,
     cfg: ModelConfig,
     carry: Carry,
     inputs_BxT: jax.Array,
     dropout_key: jax.Array | None = None,
 ) -> tuple[jax.Array, Carry]:
-    """Logits [T, B, V] (time-major) and the new carry.
+    """The last layer's outputs [T, B, H_L] (time-major) and the new carry.
 
     Dropout (Zaremba style) acts on the embedding output and on each layer's output,
     never on the recurrent connections, and only when `dropout_key` is given.
@@ -151,15 +151,35 @@ def forward(
         layer_carry, x_TxBxH = lstm_layer(layer, layer_carry, x_TxBxH, cfg.forget_bias)
         x_TxBxH = dropout(key, x_TxBxH, cfg.keep_prob)
         new_carry.append(layer_carry)
-    logits_TxBxV = x_TxBxH @ softmax_weight(params).T + params["softmax"]["b"]
-    return logits_TxBxV, new_carry
+    return x_TxBxH, new_carry
+
+
+def logits(params: dict, outputs_TxBxH: jax.Array) -> jax.Array:
+    """The softmax layer: logits [T, B, V] of the last layer's outputs."""
+    return outputs_TxBxH @ softmax_weight(params).T + params["softmax"]["b"]
+
+
+def forward(
+    params: dict,
+    cfg: ModelConfig,
+    carry: Carry,
+    inputs_BxT: jax.Array,
+    dropout_key: jax.Array | None = None,
+) -> tuple[jax.Array, Carry]:
+    """Logits [T, B, V] (time-major) and the new carry."""
+    outputs_TxBxH, carry = hidden_states(params, cfg, carry, inputs_BxT, dropout_key)
+    return logits(params, outputs_TxBxH), carry
+
+
+def target_log_probs(logits_TxBxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
+    """log p(target) at each step, [T, B]."""
+    log_probs_TxBxV = jax.nn.log_softmax(logits_TxBxV)
+    return jnp.take_along_axis(log_probs_TxBxV, targets_BxT.T[..., None], -1)[..., 0]
 
 
 def sequence_cost(logits_TxBxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
     """TF's cost: cross-entropy summed over time steps, averaged over the batch."""
-    log_probs_TxBxV = jax.nn.log_softmax(logits_TxBxV)
-    target_log_probs_TxB = jnp.take_along_axis(log_probs_TxBxV, targets_BxT.T[..., None], -1)
-    return -jnp.sum(target_log_probs_TxB) / targets_BxT.shape[0]
+    return -jnp.sum(target_log_probs(logits_TxBxV, targets_BxT)) / targets_BxT.shape[0]
 
 
 def cost_fn(

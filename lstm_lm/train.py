@@ -120,17 +120,19 @@ def stop_signals():
             signal.signal(s, h)
 
 
-def check_finite(costs_N, grad_norms_N, params_finite: bool, epoch: int, batch: int, step: int):
+def check_finite(
+    objectives_N, grad_norms_N, params_finite: bool, epoch: int, batch: int, step: int
+):
     """Raise FloatingPointError naming the first bad step of a call that began at global
-    `step` (batch `batch` of `epoch`); `costs_N` are the objectives of its steps."""
-    bad = np.flatnonzero(~(np.isfinite(costs_N) & np.isfinite(grad_norms_N)))
+    `step` (batch `batch` of `epoch`) from its steps' objectives and gradient norms."""
+    bad = np.flatnonzero(~(np.isfinite(objectives_N) & np.isfinite(grad_norms_N)))
     if len(bad) == 0 and params_finite:
         return
     if len(bad):
         where = f"global step {step + bad[0] + 1} (epoch {epoch}, batch {batch + bad[0] + 1})"
-        what = f"cost {costs_N[bad[0]]}, gradient norm {grad_norms_N[bad[0]]}"
+        what = f"cost {objectives_N[bad[0]]}, gradient norm {grad_norms_N[bad[0]]}"
     else:
-        where = f"global steps {step + 1}-{step + len(costs_N)} (epoch {epoch})"
+        where = f"global steps {step + 1}-{step + len(objectives_N)} (epoch {epoch})"
         what = "parameters became non-finite"
     raise FloatingPointError(
         f"Training diverged at {where}: {what}. No checkpoint was written after it; the "
@@ -203,16 +205,17 @@ def load_data(config: ml_collections.ConfigDict):
     once, cut to `max_batches_per_epoch` when that is set. A split too short for its
     batch layout is a ConfigError naming the keys to change."""
     corpus = data.load(config.data)
-    train, test = config.train, config.eval
     layouts = [
-        ("train", corpus.train, train.batch_size, train.num_steps, "train"),
-        ("valid", corpus.valid, train.batch_size, train.num_steps, "train"),
-        ("test", corpus.test, test.test_batch_size, test.test_num_steps, "eval"),
+        ("train", corpus.train, "train.batch_size", "train.num_steps"),
+        ("valid", corpus.valid, "train.batch_size", "train.num_steps"),
+        ("test", corpus.test, "eval.test_batch_size", "eval.test_num_steps"),
     ]
-    for split, ids, batch_size, num_steps, group in layouts:
-        batch_key = f"config.{group}.{'test_' if group == 'eval' else ''}batch_size"
-        steps_key = f"config.{group}.{'test_' if group == 'eval' else ''}num_steps"
-        evaluation.check_split_fits(split, len(ids), batch_size, num_steps, batch_key, steps_key)
+    for split, ids, batch_key, steps_key in layouts:
+        batch_size, num_steps = config_lib.get(config, batch_key), config_lib.get(config, steps_key)
+        evaluation.check_split_fits(
+            split, len(ids), batch_size, num_steps, f"config.{batch_key}", f"config.{steps_key}"
+        )
+    train = config.train
     epoch_inputs, epoch_targets = data.epoch_batches(
         corpus.train, train.batch_size, train.num_steps
     )
