@@ -2,7 +2,9 @@
 
     python main.py --config=configs/ptb_small.py [--workdir=DIR] [--config.KEY=VALUE ...]
     python main.py --mode=evaluate --workdir=DIR [--eval_batch_size=1 --eval_num_steps=1]
-    python main.py --mode=score --workdir=DIR --text_file=FILE
+                   [--cache_window=500 --cache_lambda=0.1 --cache_theta=1.0]
+                   [--dynamic_eval --dynamic_lr=... --dynamic_decay=... --dynamic_rule=rms]
+    python main.py --mode=score --workdir=DIR --text_file=FILE [cache and dynamic flags]
     python main.py --mode=sample --workdir=DIR [--prompt=TEXT --num_words=50 --temperature=1
                    --top_k=0 --greedy --seed=0]
 
@@ -23,7 +25,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lstm_lm import checkpoints, data, inference, train
+from lstm_lm import adaptive, checkpoints, data, inference, train
 from lstm_lm import config as config_lib
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
@@ -42,6 +44,39 @@ flags.DEFINE_integer(
     "eval_num_steps", None, lower_bound=1, help="evaluate: unrolled steps for both splits."
 )
 flags.DEFINE_string("text_file", None, "score: the text file to score.")
+ADAPTIVE_FLAGS = [
+    flags.DEFINE_integer(
+        "cache_window",
+        0,
+        "evaluate/score: the neural cache's window, past words per stream (0: no cache).",
+        lower_bound=0,
+    ),
+    flags.DEFINE_float("cache_lambda", 0.1, "evaluate/score: the cache's weight, in [0, 1)."),
+    flags.DEFINE_float(
+        "cache_theta", 1.0, "evaluate/score: the cache scores' inverse temperature."
+    ),
+    flags.DEFINE_bool(
+        "dynamic_eval", False, "evaluate/score: a gradient step after each scored segment."
+    ),
+    flags.DEFINE_float("dynamic_lr", 3e-5, "evaluate/score: dynamic evaluation's learning rate."),
+    flags.DEFINE_float(
+        "dynamic_decay",
+        0.0,
+        "evaluate/score: dynamic evaluation's pull back to the trained weights.",
+    ),
+    flags.DEFINE_enum(
+        "dynamic_rule",
+        "rms",
+        ["rms", "sgd"],
+        "evaluate/score: RMS-normalised steps (statistics from the training split) or plain SGD.",
+    ),
+    flags.DEFINE_integer(
+        "dynamic_rms_batches",
+        0,
+        "evaluate/score: training batches to gather the RMS over (0: all).",
+        lower_bound=0,
+    ),
+]
 flags.DEFINE_string("prompt", "", "sample: words to start from (default: a new sentence).")
 flags.DEFINE_integer("num_words", 50, "sample: how many words to draw.", lower_bound=1)
 flags.DEFINE_float("temperature", 1.0, "sample: softmax temperature.")
@@ -73,6 +108,29 @@ def default_workdir(config_path: str) -> pathlib.Path:
     """workdirs/<config name>-<UTC time>: a new directory per run, so nothing is overwritten."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     return pathlib.Path("workdirs") / f"{pathlib.Path(config_path).stem}-{stamp}"
+
+
+def adaptive_evaluation() -> tuple[adaptive.Cache | None, adaptive.Dynamic | None]:
+    """The cache and dynamic evaluation the flags ask for (None: not asked)."""
+    cache = dynamic = None
+    if FLAGS.cache_window:
+        if not 0.0 <= FLAGS.cache_lambda < 1.0:
+            raise config_lib.ConfigError(
+                f"--cache_lambda must be in [0, 1), got {FLAGS.cache_lambda}."
+            )
+        if not FLAGS.cache_theta > 0.0:
+            raise config_lib.ConfigError(f"--cache_theta must be > 0, got {FLAGS.cache_theta}.")
+        cache = adaptive.Cache(FLAGS.cache_window, FLAGS.cache_lambda, FLAGS.cache_theta)
+    if FLAGS.dynamic_eval:
+        if not FLAGS.dynamic_lr >= 0.0:
+            raise config_lib.ConfigError(f"--dynamic_lr must be >= 0, got {FLAGS.dynamic_lr}.")
+        if not 0.0 <= FLAGS.dynamic_decay <= 1.0:
+            raise config_lib.ConfigError(
+                f"--dynamic_decay must be in [0, 1], got {FLAGS.dynamic_decay}."
+            )
+        rms = FLAGS.dynamic_rule == "rms"
+        dynamic = adaptive.Dynamic(FLAGS.dynamic_lr, FLAGS.dynamic_decay, rms=rms)
+    return cache, dynamic
 
 
 def use_compilation_cache(cache_dir: str) -> None:
@@ -123,6 +181,9 @@ def main(argv):
         raise app.UsageError("Training needs --config=configs/<name>.py.")
     if FLAGS.mode != "train" and FLAGS.workdir is None:
         raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir of a trained run.")
+    given = [f"--{f.name}" for f in ADAPTIVE_FLAGS if FLAGS[f.name].present]
+    if given and FLAGS.mode not in ("evaluate", "score"):
+        raise app.UsageError(f"{', '.join(given)}: for --mode=evaluate or score only.")
     workdir = pathlib.Path(
         FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
     )
@@ -144,14 +205,24 @@ def main(argv):
         if FLAGS.mode == "train":
             run_training(workdir)
             return
+        cache, dynamic = adaptive_evaluation()
         run = inference.load_run(workdir, FLAGS.step)
         if FLAGS.mode == "evaluate":
-            results = inference.evaluate_run(run, FLAGS.eval_batch_size, FLAGS.eval_num_steps)
+            results = inference.evaluate_run(
+                run,
+                FLAGS.eval_batch_size,
+                FLAGS.eval_num_steps,
+                cache=cache,
+                dynamic=dynamic,
+                rms_batches=FLAGS.dynamic_rms_batches,
+            )
             print(json.dumps(dict(results, step=run.step), indent=2))
         elif FLAGS.mode == "score":
             if not FLAGS.text_file:
                 raise app.UsageError("--mode=score needs --text_file.")
-            print(json.dumps(inference.score_file(run, pathlib.Path(FLAGS.text_file)), indent=2))
+            path = pathlib.Path(FLAGS.text_file)
+            scores = inference.score_file(run, path, cache, dynamic, FLAGS.dynamic_rms_batches)
+            print(json.dumps(scores, indent=2))
         else:
             print(
                 inference.sample_text(

@@ -138,9 +138,9 @@ def stream_log_probs(
     """log p of every scored word of `ids`: [B, L] for B rows of the stream laid out as
     TF's reader does, in segments of num_steps. With batch 1 every word after the first is
     scored (a shorter last segment takes the rest), as in TF's test protocol."""
-    inputs_NxBxT, targets_NxBxT = data.epoch_batches(ids, batch_size, num_steps)
-    segments = [(inputs_NxBxT, targets_NxBxT)]
-    done = inputs_NxBxT.shape[0] * num_steps
+    num_full = data.epoch_size(len(ids), batch_size, num_steps)
+    segments = [data.epoch_batches(ids, batch_size, num_steps)] if num_full > 0 else []
+    done = max(num_full, 0) * num_steps
     if batch_size == 1 and done < len(ids) - 1:
         rest = ids[done:]
         segments.append((rest[None, None, :-1], rest[None, None, 1:]))

@@ -13,8 +13,10 @@ import jax
 import numpy as np
 from absl import logging
 
-from lstm_lm import checkpoints, data, evaluation, model, optim, parallel, sampling
+from lstm_lm import adaptive, checkpoints, data, evaluation, model, optim, parallel, sampling
 from lstm_lm import config as config_lib
+
+ADAPTIVE_STEPS = 20  # segment length of the cache and dynamic evaluation, by default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,64 +49,91 @@ def load_run(workdir: pathlib.Path, step: int | None = None) -> Run:
     return Run(config, cfg, state.params, vocab, step)
 
 
-def evaluate_run(run: Run, batch_size: int | None, num_steps: int | None) -> dict[str, float]:
+def evaluate_run(
+    run: Run,
+    batch_size: int | None,
+    num_steps: int | None,
+    cache: adaptive.Cache | None = None,
+    dynamic: adaptive.Dynamic | None = None,
+    rms_batches: int = 0,
+) -> dict[str, float]:
     """Valid and test perplexity. By default each split uses the layout training reported
     it with (valid: train.batch_size x num_steps; test: eval.test_batch_size x
-    test_num_steps)."""
+    test_num_steps); with the cache or dynamic evaluation, each split is one stream
+    (batch 1, TF's test protocol) in segments of ADAPTIVE_STEPS, unless told otherwise."""
     corpus = data.load(run.config.data)
     if list(corpus.vocab) != list(run.vocab):
         raise checkpoints.CheckpointError(
             "The data's vocabulary differs from the run's vocab.txt: evaluate on the data "
             "the run was trained on (config.data.data_dir or $LSTM_LM_DATA_DIR)."
         )
-    eval_fn = evaluation.make_eval_fn(run.cfg)
     train, test = run.config.train, run.config.eval
     layouts = {
         "valid": (corpus.valid, train.batch_size, train.num_steps),
         "test": (corpus.test, test.test_batch_size, test.test_num_steps),
     }
+    adapting = cache is not None or dynamic is not None
+    rms = training_rms(run, corpus.train, dynamic, rms_batches)
+    eval_fn = evaluation.make_eval_fn(run.cfg)
     results = {}
     for split, (ids, default_batch, default_steps) in layouts.items():
+        if adapting:
+            default_batch, default_steps = 1, ADAPTIVE_STEPS
         b, t = batch_size or default_batch, num_steps or default_steps
         evaluation.check_split_fits(split, len(ids), b, t, "--eval_batch_size", "--eval_num_steps")
-        results[f"{split}_perplexity"] = evaluation.evaluate(
-            eval_fn, run.params, ids, b, t, cfg=run.cfg, mesh=parallel.make_mesh(1)
-        )
-        logging.info(
-            "%s perplexity %.2f (batch %d, steps %d)", split, results[split + "_perplexity"], b, t
-        )
+        if adapting:
+            log_probs = adaptive.stream_log_probs(
+                run.params, ids, b, t, cfg=run.cfg, cache=cache, dynamic=dynamic, rms=rms
+            )
+            perplexity = float(np.exp(-np.mean(log_probs, dtype=np.float64)))
+        else:
+            mesh = parallel.make_mesh(1)
+            perplexity = evaluation.evaluate(eval_fn, run.params, ids, b, t, cfg=run.cfg, mesh=mesh)
+        results[f"{split}_perplexity"] = perplexity
+        logging.info("%s perplexity %.2f (batch %d, steps %d)", split, perplexity, b, t)
     return results
 
 
-def score_ids(run: Run, ids: np.ndarray, num_steps: int = 100) -> float:
+def training_rms(run: Run, train_ids, dynamic: adaptive.Dynamic | None, max_batches: int):
+    """The gradient statistics of RMS dynamic evaluation, over the run's training split in
+    its training layout; None when they are not needed."""
+    if dynamic is None or not dynamic.rms:
+        return None
+    if train_ids is None:
+        train_ids = data.load(run.config.data).train
+    logging.info("Gathering the gradients' RMS over the training split for dynamic evaluation.")
+    layout = run.config.train.batch_size, run.config.train.num_steps
+    return adaptive.gradient_rms(
+        run.params, train_ids, *layout, cfg=run.cfg, max_batches=max_batches
+    )
+
+
+def score_ids(
+    run: Run, ids: np.ndarray, num_steps: int = 100, cache=None, dynamic=None, rms=None
+) -> float:
     """Perplexity of the stream `ids` read as one row: every id after the first is
-    predicted from all before it (the first is context only, as in TF's evaluation)."""
+    predicted from all before it (the first is context only, as in TF's evaluation),
+    with the cache and dynamic evaluation when they are given."""
     if len(ids) < 2:
         raise data.DataError(f"Need at least two words to score, got {len(ids)}.")
-    eval_fn = evaluation.make_eval_fn(run.cfg)
-    carry, cost_sum = model.zero_carry(run.cfg, 1), 0.0
-    num_full = (len(ids) - 1) // num_steps
-    pieces = [(0, num_full * num_steps, num_steps), (num_full * num_steps, len(ids) - 1, None)]
-    for lo, hi, steps in pieces:
-        if hi == lo:
-            continue
-        steps = steps or hi - lo
-        inputs_NxBxT = ids[lo:hi].reshape(-1, 1, steps)
-        targets_NxBxT = ids[lo + 1 : hi + 1].reshape(-1, 1, steps)
-        cost, carry = eval_fn(run.params, carry, inputs_NxBxT, targets_NxBxT)
-        cost_sum += float(cost)
-    return float(np.exp(cost_sum / (len(ids) - 1)))
+    log_probs = adaptive.stream_log_probs(
+        run.params, ids, 1, num_steps, cfg=run.cfg, cache=cache, dynamic=dynamic, rms=rms
+    )
+    return float(np.exp(-np.mean(log_probs, dtype=np.float64)))
 
 
-def score_file(run: Run, path: pathlib.Path) -> dict:
+def score_file(
+    run: Run, path: pathlib.Path, cache=None, dynamic=None, rms_batches: int = 0
+) -> dict:
     """Perplexity of a text file, its words read as PTB's (newline = <eos>) with words
-    outside the vocabulary mapped to <unk>."""
+    outside the vocabulary mapped to <unk>; the cache and dynamic evaluation as given
+    (RMS dynamic evaluation reads the run's training split for its statistics)."""
     words = data.read_words(path)
     ids = data.words_to_ids(words, run.vocab)
     num_unknown = sum(w not in run.vocab for w in words)
-    return dict(
-        perplexity=score_ids(run, ids), words=len(words), unknown_words=num_unknown, step=run.step
-    )
+    rms = training_rms(run, None, dynamic, rms_batches)
+    perplexity = score_ids(run, ids, cache=cache, dynamic=dynamic, rms=rms)
+    return dict(perplexity=perplexity, words=len(words), unknown_words=num_unknown, step=run.step)
 
 
 def sample_text(

@@ -438,3 +438,36 @@ def test_a_corpus_of_ones_own_without_unk_trains_with_min_count_2(tmp_path):
     proc = run_main(tmp_path, *args, "--config.data.min_count=2")
     assert proc.returncode == 0, proc.stderr
     assert "<unk>" in (tmp_path / "run" / "vocab.txt").read_text().split()
+
+
+def test_evaluate_and_score_with_the_cache_and_dynamic_evaluation(trained, tmp_path):
+    data_tmp, workdir, _ = trained
+    adapt = ["--cache_window=50", "--cache_lambda=0.2", "--dynamic_eval", "--dynamic_lr=1e-3"]
+    proc = run_main(
+        tmp_path,
+        "--mode=evaluate",
+        f"--workdir={workdir}",
+        *adapt,
+        "--dynamic_rms_batches=5",
+        config=None,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert 1 < got["valid_perplexity"] < 100 and 1 < got["test_perplexity"] < 100
+    assert "Gathering the gradients' RMS" in proc.stderr
+
+    # Nothing learned and nothing mixed in: the plain score, to float tolerance.
+    test_file = data_tmp / "data" / "ptb.test.txt"
+    score = ["--mode=score", f"--workdir={workdir}", f"--text_file={test_file}"]
+    plain = run_main(tmp_path, *score, config=None)
+    nothing = ["--cache_window=9", "--cache_lambda=0", "--dynamic_eval", "--dynamic_lr=0"]
+    idle = run_main(tmp_path, *score, *nothing, "--dynamic_rule=sgd", config=None)
+    assert plain.returncode == 0 and idle.returncode == 0, idle.stderr
+    assert json.loads(idle.stdout)["perplexity"] == json.loads(plain.stdout)["perplexity"]
+
+    bad = run_main(tmp_path, *score, "--cache_window=9", "--cache_lambda=1.5", config=None)
+    assert bad.returncode == 1 and "--cache_lambda must be in [0, 1), got 1.5" in bad.stderr
+    training = run_main(tmp_path, f"--workdir={tmp_path / 'x'}", "--cache_window=9")
+    assert training.returncode == 1 and "--cache_window: for --mode=evaluate or score" in (
+        training.stderr
+    )
