@@ -26,12 +26,15 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from lstm_lm import adaptive, data, inference  # noqa: E402
 
+# A first search (recorded in experiments/adaptive_eval/) had thetas 0.3-1.0, RMS learning
+# rates 1e-5-3e-4, decays up to 0.02 and SGD rates 0.01-0.3; its best values sat at the
+# grid's edges, so the grids were moved out past them.
 CACHE_LAMBDAS = (0.05, 0.1, 0.15, 0.2)
-CACHE_THETAS = (0.3, 0.6, 1.0)
+CACHE_THETAS = (0.1, 0.2, 0.3, 0.6)
 CACHE_WINDOWS = (100, 2000)  # besides 500
-RMS_LRS = (1e-5, 3e-5, 1e-4, 3e-4)
-RMS_DECAYS = (0.0, 0.002, 0.02)
-SGD_LRS = (0.01, 0.03, 0.1, 0.3)
+RMS_LRS = (1e-4, 3e-4, 1e-3, 3e-3)
+RMS_DECAYS = (0.0, 0.0002, 0.002)
+SGD_LRS = (0.1, 0.3, 1.0, 3.0)
 
 
 def perplexity(run, ids, num_steps, rms, cache=None, dynamic=None) -> tuple[float, float]:

@@ -4,8 +4,8 @@
   split on whitespace and every newline becomes `<eos>`: the convention that gives the
   published token counts of the PTB and of WikiText (Merity et al. 2016).
 - The vocabulary comes from the training file alone; ids are ordered by descending
-  count, ties broken by the word itself. `min_count` and `max_vocab_size` map the rarer
-  training words to `<unk>` (which then joins the vocabulary).
+  count, ties broken by the word itself. `min_count` and `max_vocab_size` close the
+  vocabulary: the rarer training words become `<unk>`, which is then always in it.
 - A word of the valid/test text outside the vocabulary becomes `<unk>` when the
   vocabulary has it (PTB's and WikiText's do); otherwise it is an error that names the
   words and the option to set, rather than TF's silent dropping of them.
@@ -15,7 +15,8 @@
 `load` reads a corpus by name: one of `DATASETS`, whose files are downloaded (from a
 list of mirrors, tried in order) and checked when its folder holds none of them, or
 "dir", a folder of your own. Files are read a line at a time, so a corpus of WikiText-103's
-size (539 MB) loads in bounded memory.
+size (539 MB) loads in bounded memory, and the ids of so large a corpus are kept beside it
+for the next time (`read_corpus`).
 """
 
 import array
