@@ -1,6 +1,6 @@
 """Load time and peak memory of `data.load` on a corpus of WikiText-103's size.
 
-    python experiments/large_corpus_load.py [--dir=/tmp/wt103_sized] [--tokens=103227021]
+    python experiments/large_corpus_load.py [--dir=DIR] [--tokens=103227021]
 
 Writes a synthetic training file with WikiText-103's token count (103,227,021 with one
 <eos> per line), line count and vocabulary size (267,735 words, Zipf-distributed), plus
@@ -16,6 +16,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -73,7 +74,7 @@ def write_corpus(directory: pathlib.Path, tokens: int) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dir", default="/tmp/wt103_sized")
+    parser.add_argument("--dir", default=str(pathlib.Path(tempfile.gettempdir()) / "wt103_sized"))
     parser.add_argument("--tokens", type=int, default=103_227_021)
     args = parser.parse_args()
     directory = pathlib.Path(args.dir)
