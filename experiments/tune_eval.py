@@ -21,8 +21,6 @@ import pathlib
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from lstm_lm import adaptive, data, inference  # noqa: E402
 
@@ -44,7 +42,7 @@ def perplexity(run, ids, num_steps, rms, cache=None, dynamic=None) -> tuple[floa
         run.params, ids, 1, num_steps, cfg=run.cfg, cache=cache, dynamic=dynamic, rms=rms
     )
     seconds = time.perf_counter() - start
-    return float(np.exp(-np.mean(log_probs, dtype=np.float64))), seconds
+    return adaptive.stream_perplexity(log_probs), seconds
 
 
 def search(run, ids, num_steps, rms, candidates, log):

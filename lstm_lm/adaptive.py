@@ -157,6 +157,11 @@ def stream_log_probs(
     return np.concatenate(pieces, axis=1)
 
 
+def stream_perplexity(log_probs: np.ndarray) -> float:
+    """exp of the mean negative log-probability of `stream_log_probs`' words."""
+    return float(np.exp(-np.mean(log_probs, dtype=np.float64)))
+
+
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _squared_gradient_sum(params, inputs_NxBxT, targets_NxBxT, *, cfg):
     def body(state, batch):

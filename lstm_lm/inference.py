@@ -74,7 +74,7 @@ def evaluate_run(
     }
     adapting = cache is not None or dynamic is not None
     rms = training_rms(run, corpus.train, dynamic, rms_batches)
-    eval_fn = evaluation.make_eval_fn(run.cfg)
+    eval_fn, mesh = evaluation.make_eval_fn(run.cfg), parallel.make_mesh(1)
     results = {}
     for split, (ids, default_batch, default_steps) in layouts.items():
         if adapting:
@@ -85,9 +85,8 @@ def evaluate_run(
             log_probs = adaptive.stream_log_probs(
                 run.params, ids, b, t, cfg=run.cfg, cache=cache, dynamic=dynamic, rms=rms
             )
-            perplexity = float(np.exp(-np.mean(log_probs, dtype=np.float64)))
+            perplexity = adaptive.stream_perplexity(log_probs)
         else:
-            mesh = parallel.make_mesh(1)
             perplexity = evaluation.evaluate(eval_fn, run.params, ids, b, t, cfg=run.cfg, mesh=mesh)
         results[f"{split}_perplexity"] = perplexity
         logging.info("%s perplexity %.2f (batch %d, steps %d)", split, perplexity, b, t)
@@ -119,7 +118,7 @@ def score_ids(
     log_probs = adaptive.stream_log_probs(
         run.params, ids, 1, num_steps, cfg=run.cfg, cache=cache, dynamic=dynamic, rms=rms
     )
-    return float(np.exp(-np.mean(log_probs, dtype=np.float64)))
+    return adaptive.stream_perplexity(log_probs)
 
 
 def score_file(
