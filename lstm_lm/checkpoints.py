@@ -28,6 +28,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from lstm_lm import config as config_lib
+
 # Keys that fix the saved arrays' shapes or the meaning of the data position; a resume
 # that changes one of them is refused. Other changes are allowed and logged.
 MUST_MATCH = (
@@ -39,6 +41,10 @@ MUST_MATCH = (
     "train.batch_size",
     "train.num_steps",
     "train.max_batches_per_epoch",
+    "train.random_lengths",
+    "train.finetune_from",
+    "optim.nonmono",  # whether the optimizer state holds an average
+    "optim.weight_decay",
 )
 
 
@@ -71,7 +77,7 @@ def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, voca
     are logged. Every process checks, so that all of them stop on a refusal."""
     config_path, vocab_path = workdir / "config.json", workdir / "vocab.txt"
     if config_path.exists():
-        saved = flatten(load_config(workdir).to_dict())
+        saved = flatten(json.loads(load_config(workdir).to_json()))
         wanted = flatten(json.loads(config.to_json()))  # tuples as JSON has them: lists
         changed = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
         refused = sorted(k for k in changed if k in MUST_MATCH)
@@ -130,7 +136,13 @@ def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
             "keeps the carry per layer, so it cannot continue or load that run. Train in a "
             "new workdir, or use lstm_lm 0.1 (commit 19ea1e8) for that run."
         )
-    return ml_collections.ConfigDict(saved)
+    # Keys added since the run was saved take their defaults (which leave the model and
+    # the training as they were); JSON's lists are the config's tuples.
+    config = config_lib.default_config()
+    for key, value in flatten(saved).items():
+        value = tuple(value) if isinstance(value, list) else value
+        config.update_from_flattened_dict({key: value})
+    return config
 
 
 def manager(workdir: pathlib.Path, keep: int) -> ocp.CheckpointManager:

@@ -50,12 +50,26 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.init_scale = 0.1  # TF: init_scale; every parameter ~ U(-s, s)
     config.model.keep_prob = 1.0  # TF: keep_prob; dropout on non-recurrent connections
     config.model.forget_bias = 0.0  # added to the forget gate, as BasicLSTMCell's
+    # AWD-LSTM (Merity et al. 2017); the comment names its flag. Rates: drop probabilities.
+    config.model.init = "uniform"  # "uniform": all U(+-init_scale); "awd": see model.init_params
+    config.model.dropout_input = 0.0  # dropouti: locked dropout on the embedding output
+    config.model.dropout_hidden = 0.0  # dropouth: locked dropout between layers
+    config.model.dropout_output = 0.0  # dropout: locked dropout on the last layer's output
+    config.model.dropout_embedding = 0.0  # dropoute: whole words dropped from the embedding
+    config.model.weight_drop = 0.0  # wdrop: DropConnect on each hidden-to-hidden matrix
 
     config.optim = ml_collections.ConfigDict()
     config.optim.learning_rate = 1.0  # TF: learning_rate
     config.optim.lr_decay = 0.5  # TF: lr_decay; a factor per epoch after full_lr_epochs
     config.optim.full_lr_epochs = 4  # TF: max_epoch; epochs at the full learning rate
     config.optim.max_grad_norm = 5.0  # TF: max_grad_norm; clip by the global norm
+    # AWD-LSTM's objective and optimizer; the comment names its flag.
+    config.optim.token_mean_loss = False  # cross-entropy averaged over all tokens, not TF's
+    #                                       sum over time averaged over the batch
+    config.optim.ar_alpha = 0.0  # alpha: AR, mean square of the dropped last-layer output
+    config.optim.tar_beta = 0.0  # beta: TAR, mean square of its raw step-to-step change
+    config.optim.weight_decay = 0.0  # wdecay: L2, added to the clipped gradient
+    config.optim.nonmono = 0  # nonmono: NT-ASGD's window; 0 = plain SGD throughout
 
     config.train = ml_collections.ConfigDict()
     config.train.num_epochs = 13  # TF: max_max_epoch
@@ -66,8 +80,12 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every_steps = 500  # 0 = only at the end of each epoch
     config.train.keep_checkpoints = 3  # the newest this many are kept
     config.train.num_devices = 0  # the batch's rows are split across this many; 0 = all
+    config.train.random_lengths = False  # AWD's variable BPTT around num_steps (data.py)
+    config.train.length_bucket = 5  # random lengths are padded up to a multiple of this
+    config.train.finetune_from = ""  # a trained run's workdir: fine-tune its weights (AWD)
 
     config.eval = ml_collections.ConfigDict()
+    config.eval.valid_batch_size = 0  # 0 = train.batch_size; the valid pass's steps: num_steps
     config.eval.test_batch_size = 1  # TF's test protocol: one stream,
     config.eval.test_num_steps = 1  # one step at a time
     return config
@@ -88,6 +106,7 @@ POSITIVE = (
     "eval.test_batch_size",
     "eval.test_num_steps",
     "data.min_count",
+    "train.length_bucket",
 )
 NON_NEGATIVE = (
     "model.embedding_size",
@@ -96,7 +115,20 @@ NON_NEGATIVE = (
     "train.checkpoint_every_steps",
     "train.num_devices",
     "data.max_vocab_size",
+    "optim.ar_alpha",
+    "optim.tar_beta",
+    "optim.weight_decay",
+    "optim.nonmono",
+    "eval.valid_batch_size",
 )
+RATES = (  # drop probabilities, in [0, 1)
+    "model.dropout_input",
+    "model.dropout_hidden",
+    "model.dropout_output",
+    "model.dropout_embedding",
+    "model.weight_drop",
+)
+INITS = ("uniform", "awd")
 
 
 def get(config: ml_collections.ConfigDict, key: str):
@@ -126,6 +158,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not 0.0 < config.model.keep_prob <= 1.0:
         raise ConfigError(
             f"config.model.keep_prob must be in (0, 1], got {config.model.keep_prob!r}."
+        )
+    for key in RATES:
+        check_number(key, get(config, key), 0, strict=False)
+        if get(config, key) >= 1.0:
+            raise ConfigError(
+                f"config.{key} is a drop probability in [0, 1), got {get(config, key)!r}."
+            )
+    if config.model.init not in INITS:
+        raise ConfigError(
+            f"config.model.init must be one of {', '.join(INITS)}, got {config.model.init!r}."
         )
     if config.data.name not in (*data.DATASETS, "dir"):
         names = ", ".join(sorted([*data.DATASETS, "dir"]))

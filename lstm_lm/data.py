@@ -352,6 +352,37 @@ def epoch_batches(
     return x_BxNxT.transpose(1, 0, 2), y_BxNxT.transpose(1, 0, 2)
 
 
+# AWD-LSTM's variable BPTT (its main.py): the base length with probability 1 - SHORT,
+# else half of it; a window's length ~ N(that, STD), at least MIN, at most base + EXTRA.
+SHORT, STD, MIN_LENGTH, EXTRA = 0.05, 5.0, 5, 40
+
+
+def random_lengths(rng: np.random.Generator, batch_len: int, base: int) -> np.ndarray:
+    """[N] lengths of consecutive windows that walk rows of `batch_len` ids as AWD-LSTM's
+    training loop does; the last is cut to what is left."""
+    lengths, start = [], 0
+    while start < batch_len - 2:
+        mean = base if rng.random() < 1 - SHORT else base / 2
+        length = max(MIN_LENGTH, int(rng.normal(mean, STD)))
+        length = min(length, base + EXTRA, batch_len - 1 - start)
+        lengths.append(length)
+        start += length
+    return np.array(lengths, np.int32)
+
+
+def window_batches(
+    data_BxL: np.ndarray, starts_K: np.ndarray, lengths_K: np.ndarray, pad_to: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y), each [K, B, pad_to]: window k is x = data[:, s:s+n] and y the same shifted
+    by one (s, n = starts_K[k], lengths_K[k]), zero-padded after n."""
+    K, B = len(starts_K), len(data_BxL)
+    x_KxBxT, y_KxBxT = np.zeros((2, K, B, pad_to), np.int32)
+    for k, (s, n) in enumerate(zip(starts_K, lengths_K)):
+        x_KxBxT[k, :, :n] = data_BxL[:, s : s + n]
+        y_KxBxT[k, :, :n] = data_BxL[:, s + 1 : s + 1 + n]
+    return x_KxBxT, y_KxBxT
+
+
 def ptb_iterator(
     raw_ids: np.ndarray, batch_size: int, num_steps: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -40,9 +40,10 @@ def make_eval_fn(cfg: model.ModelConfig):
     return jax.jit(functools.partial(eval_pass, cfg=cfg))
 
 
-def perplexity(cost_sum: float, num_batches: int, num_steps: int) -> float:
-    """exp(total cost / total time steps), as TF's run_epoch."""
-    return math.exp(cost_sum / (num_batches * num_steps))
+def perplexity(cost_sum: float, num_steps: int) -> float:
+    """exp(total cost / total time steps), as TF's run_epoch; `cost_sum` is a sum of TF's
+    costs (each summed over its steps, averaged over the batch)."""
+    return math.exp(cost_sum / num_steps)
 
 
 def check_split_fits(split, num_ids, batch_size, num_steps, batch_name, steps_name) -> None:
@@ -67,4 +68,4 @@ def evaluate(eval_fn, params, ids: np.ndarray, batch_size: int, num_steps: int, 
         parallel.put_rows(inputs_NxBxT, mesh),
         parallel.put_rows(targets_NxBxT, mesh),
     )
-    return perplexity(float(parallel.to_host(cost_sum)), len(inputs_NxBxT), num_steps)
+    return perplexity(float(parallel.to_host(cost_sum)), len(inputs_NxBxT) * num_steps)

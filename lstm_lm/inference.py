@@ -33,7 +33,7 @@ def load_run(workdir: pathlib.Path, step: int | None = None) -> Run:
     and vocabulary; CheckpointError when the workdir holds no usable checkpoint."""
     config, vocab = checkpoints.load_config(workdir), checkpoints.load_vocab(workdir)
     cfg = config_lib.model_config(config, len(vocab))
-    optimizer, _ = optim.from_config(config.optim, steps_per_epoch=1)
+    optimizer, _ = optim.from_config(config, steps_per_epoch=1)
     state_shapes = jax.eval_shape(lambda: optim.initial_state(config.seed, cfg, optimizer))
     carry_shapes = jax.eval_shape(lambda: model.zero_carry(cfg, config.train.batch_size))
     mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
@@ -46,7 +46,7 @@ def load_run(workdir: pathlib.Path, step: int | None = None) -> Run:
     state, _, _ = restored
     step = checkpoints.step_of(state)
     logging.info("Loaded %s at step %d.", workdir, step)
-    return Run(config, cfg, state.params, vocab, step)
+    return Run(config, cfg, optim.eval_params(state), vocab, step)
 
 
 def evaluate_run(
@@ -58,9 +58,10 @@ def evaluate_run(
     rms_batches: int = 0,
 ) -> dict[str, float]:
     """Valid and test perplexity. By default each split uses the layout training reported
-    it with (valid: train.batch_size x num_steps; test: eval.test_batch_size x
-    test_num_steps); with the cache or dynamic evaluation, each split is one stream
-    (batch 1, TF's test protocol) in segments of ADAPTIVE_STEPS, unless told otherwise."""
+    it with (valid: eval.valid_batch_size, else train.batch_size, x train.num_steps; test:
+    eval.test_batch_size x test_num_steps); with the cache or dynamic evaluation, each
+    split is one stream (batch 1, TF's test protocol) in segments of ADAPTIVE_STEPS,
+    unless told otherwise."""
     corpus = data.load(run.config.data)
     if list(corpus.vocab) != list(run.vocab):
         raise checkpoints.CheckpointError(
@@ -69,7 +70,7 @@ def evaluate_run(
         )
     train, test = run.config.train, run.config.eval
     layouts = {
-        "valid": (corpus.valid, train.batch_size, train.num_steps),
+        "valid": (corpus.valid, test.valid_batch_size or train.batch_size, train.num_steps),
         "test": (corpus.test, test.test_batch_size, test.test_num_steps),
     }
     adapting = cache is not None or dynamic is not None

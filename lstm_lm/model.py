@@ -38,8 +38,14 @@ class ModelConfig:
     hidden_sizes: tuple[int, ...] = ()
     embedding_size: int = 0  # 0 = the first layer's size
     tie_embeddings: bool = False
-    keep_prob: float = 1.0
+    keep_prob: float = 1.0  # Zaremba: a new dropout mask at every step
     forget_bias: float = 0.0
+    init: str = "uniform"  # "uniform" (Zaremba) or "awd"; see init_params
+    dropout_input: float = 0.0  # AWD's dropouti: locked dropout on the embedding output
+    dropout_hidden: float = 0.0  # AWD's dropouth: locked dropout between layers
+    dropout_output: float = 0.0  # AWD's dropout: locked dropout on the last layer's output
+    dropout_embedding: float = 0.0  # AWD's dropoute: whole words of the embedding
+    weight_drop: float = 0.0  # AWD's wdrop: DropConnect on each w_h, one mask per batch
 
     def __post_init__(self):  # a list (from config.json, say) would not be hashable
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
@@ -55,7 +61,11 @@ class ModelConfig:
 
 
 def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
-    """Every parameter uniform(-init_scale, init_scale), as in the paper and TF.
+    """`init="uniform"`: every parameter U(-init_scale, init_scale), as in the paper and TF.
+    `init="awd"`, as AWD-LSTM: the embedding (and an untied softmax weight)
+    U(-init_scale, init_scale); a layer of size H has w_x, w_h ~ U(-1/sqrt(H), 1/sqrt(H))
+    (PyTorch's nn.LSTM default) and b the sum of two such draws (PyTorch's b_ih + b_hh);
+    the softmax bias is zero.
 
     The softmax weight is drawn in TF's [H, V] shape and stored transposed, so a seed
     gives the same model whichever layout it is stored in."""
@@ -73,9 +83,27 @@ def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
     s = cfg.init_scale
     values = [jax.random.uniform(k, shape, jnp.float32, -s, s) for k, shape in zip(keys, leaves)]
     params = jax.tree.unflatten(treedef, values)
+    if cfg.init == "awd":
+        params = awd_init(jax.random.fold_in(key, 1), params)
     if not cfg.tie_embeddings:
         params["softmax"]["w"] = params["softmax"]["w"].T
     return params
+
+
+def awd_init(key: jax.Array, params: dict) -> dict:
+    """`params` with the LSTM weights and biases redrawn and the softmax bias zeroed, as
+    AWD-LSTM initialises them (see init_params)."""
+    lstm = []
+    for layer, layer_key in zip(params["lstm"], jax.random.split(key, len(params["lstm"]))):
+        bound = layer["w_h"].shape[0] ** -0.5
+        k_x, k_h, k_b1, k_b2 = jax.random.split(layer_key, 4)
+        draws = [
+            jax.random.uniform(k, layer[name].shape, jnp.float32, -bound, bound)
+            for k, name in [(k_x, "w_x"), (k_h, "w_h"), (k_b1, "b"), (k_b2, "b")]
+        ]
+        lstm.append({"w_x": draws[0], "w_h": draws[1], "b": draws[2] + draws[3]})
+    softmax = {**params["softmax"], "b": jnp.zeros_like(params["softmax"]["b"])}
+    return {**params, "lstm": lstm, "softmax": softmax}
 
 
 def softmax_weight(params: dict) -> jax.Array:
@@ -110,16 +138,32 @@ def lstm_cell(
 
 
 def lstm_layer(
-    layer: dict, carry: tuple[jax.Array, jax.Array], x_TxBxH: jax.Array, forget_bias: float
+    layer: dict,
+    carry: tuple[jax.Array, jax.Array],
+    x_TxBxH: jax.Array,
+    forget_bias: float,
+    length: jax.Array | None = None,
 ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
-    """Run one layer over time with `lax.scan`; returns (final (c, h), outputs_TxBxH)."""
+    """Run one layer over time with `lax.scan`; returns (final (c, h), outputs_TxBxH).
+
+    With `length` (an int32 scalar, at most T) the steps from `length` on are padding:
+    the carry is held there, so the final carry is the one after `length` steps, and their
+    outputs are not to be used."""
     xw_TxBx4H = x_TxBxH @ layer["w_x"] + layer["b"]
 
     def step(carry, xw_Bx4H):
         carry = lstm_cell(layer["w_h"], carry, xw_Bx4H, forget_bias)
         return carry, carry[1]
 
-    return jax.lax.scan(step, carry, xw_TxBx4H)
+    if length is None:
+        return jax.lax.scan(step, carry, xw_TxBx4H)
+
+    def masked_step(carry, xw_and_t):
+        xw_Bx4H, t = xw_and_t
+        new_carry, h_BxH = step(carry, xw_Bx4H)
+        return jax.tree.map(lambda n, o: jnp.where(t < length, n, o), new_carry, carry), h_BxH
+
+    return jax.lax.scan(masked_step, carry, (xw_TxBx4H, jnp.arange(len(xw_TxBx4H))))
 
 
 def dropout(key: jax.Array | None, x: jax.Array, keep_prob: float) -> jax.Array:
@@ -130,6 +174,77 @@ def dropout(key: jax.Array | None, x: jax.Array, keep_prob: float) -> jax.Array:
     return jnp.where(mask, x / keep_prob, 0.0)
 
 
+def locked_dropout(key: jax.Array | None, x_TxBxH: jax.Array, rate: float) -> jax.Array:
+    """Variational dropout (Gal & Ghahramani 2016): one mask per sequence [B, H], the same
+    at every time step; the identity when `key` is None or rate == 0."""
+    if key is None or rate == 0.0:
+        return x_TxBxH
+    return dropout(key, jnp.ones(x_TxBxH.shape[1:], x_TxBxH.dtype), 1.0 - rate) * x_TxBxH
+
+
+def embedding_dropout(
+    key: jax.Array | None, embedding_VxE: jax.Array, inputs_BxT: jax.Array, rate: float
+) -> jax.Array:
+    """The embedded inputs [T, B, E] with whole words of the vocabulary dropped: each word is
+    kept with probability 1 - rate for the batch, and then scaled by 1 / (1 - rate)."""
+    x_TxBxE = embedding_VxE[inputs_BxT.T]
+    if key is None or rate == 0.0:
+        return x_TxBxE
+    scale_V = dropout(key, jnp.ones(embedding_VxE.shape[:1], x_TxBxE.dtype), 1.0 - rate)
+    return x_TxBxE * scale_V[inputs_BxT.T][..., None]
+
+
+def weight_drop(key: jax.Array | None, w: jax.Array, rate: float) -> jax.Array:
+    """DropConnect (Wan et al. 2013): `w` with each entry dropped with probability `rate`
+    and the rest scaled by 1 / (1 - rate); one draw per call, so per batch."""
+    if key is None or rate == 0.0:
+        return w
+    return dropout(key, w, 1.0 - rate)
+
+
+def layer_outputs(
+    params: dict,
+    cfg: ModelConfig,
+    carry: Carry,
+    inputs_BxT: jax.Array,
+    dropout_key: jax.Array | None = None,
+    length: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array, Carry]:
+    """(raw_TxBxH, dropped_TxBxH, new carry): the last layer's outputs (time-major) before
+    and after its output dropout. Dropout acts only when `dropout_key` is given:
+
+    - Zaremba's (`keep_prob`): a new mask at every step, on the embedding output and on
+      each layer's output, never on the recurrent connections;
+    - AWD's: `dropout_embedding` on whole words, locked masks (the same at every step)
+      on the embedding output (`dropout_input`), between layers (`dropout_hidden`) and on
+      the last layer's output (`dropout_output`), and `weight_drop` on each `w_h`.
+
+    `length`: see lstm_layer.
+    """
+    L = cfg.num_layers
+    site_keys, word_key, w_keys = [None] * (L + 1), None, [None] * L
+    if dropout_key is not None:
+        site_keys = list(jax.random.split(dropout_key, L + 1))
+        word_key, *w_keys = jax.random.split(jax.random.fold_in(dropout_key, 1), L + 1)
+    locked_rates = [cfg.dropout_input, *[cfg.dropout_hidden] * (L - 1), cfg.dropout_output]
+
+    def drop(site, x_TxBxH):
+        key = site_keys[site]
+        x_TxBxH = dropout(key, x_TxBxH, cfg.keep_prob)
+        key = None if key is None else jax.random.fold_in(key, 1)
+        return locked_dropout(key, x_TxBxH, locked_rates[site])
+
+    x_TxBxH = embedding_dropout(word_key, params["embedding"], inputs_BxT, cfg.dropout_embedding)
+    x_TxBxH = drop(0, x_TxBxH)
+    new_carry = []
+    for i, (layer, layer_carry) in enumerate(zip(params["lstm"], carry)):
+        layer = {**layer, "w_h": weight_drop(w_keys[i], layer["w_h"], cfg.weight_drop)}
+        layer_carry, raw_TxBxH = lstm_layer(layer, layer_carry, x_TxBxH, cfg.forget_bias, length)
+        x_TxBxH = drop(i + 1, raw_TxBxH)
+        new_carry.append(layer_carry)
+    return raw_TxBxH, x_TxBxH, new_carry
+
+
 def hidden_states(
     params: dict,
     cfg: ModelConfig,
@@ -137,21 +252,10 @@ def hidden_states(
     inputs_BxT: jax.Array,
     dropout_key: jax.Array | None = None,
 ) -> tuple[jax.Array, Carry]:
-    """The last layer's outputs [T, B, H_L] (time-major) and the new carry.
-
-    Dropout (Zaremba style) acts on the embedding output and on each layer's output,
-    never on the recurrent connections, and only when `dropout_key` is given.
-    """
-    keys = [None] * (cfg.num_layers + 1)
-    if dropout_key is not None:
-        keys = list(jax.random.split(dropout_key, cfg.num_layers + 1))
-    x_TxBxH = dropout(keys[0], params["embedding"][inputs_BxT.T], cfg.keep_prob)
-    new_carry = []
-    for layer, layer_carry, key in zip(params["lstm"], carry, keys[1:]):
-        layer_carry, x_TxBxH = lstm_layer(layer, layer_carry, x_TxBxH, cfg.forget_bias)
-        x_TxBxH = dropout(key, x_TxBxH, cfg.keep_prob)
-        new_carry.append(layer_carry)
-    return x_TxBxH, new_carry
+    """The last layer's outputs [T, B, H_L] (time-major, after dropout when `dropout_key`
+    is given) and the new carry."""
+    _, outputs_TxBxH, carry = layer_outputs(params, cfg, carry, inputs_BxT, dropout_key)
+    return outputs_TxBxH, carry
 
 
 def logits(params: dict, outputs_TxBxH: jax.Array) -> jax.Array:
@@ -180,6 +284,28 @@ def target_log_probs(logits_TxBxV: jax.Array, targets_BxT: jax.Array) -> jax.Arr
 def sequence_cost(logits_TxBxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
     """TF's cost: cross-entropy summed over time steps, averaged over the batch."""
     return -jnp.sum(target_log_probs(logits_TxBxV, targets_BxT)) / targets_BxT.shape[0]
+
+
+def step_mask(num_steps: int, length: jax.Array | None) -> jax.Array | None:
+    """[T] bool: which steps of a batch padded to `num_steps` are real (None: all)."""
+    return None if length is None else jnp.arange(num_steps) < length
+
+
+def activation_penalties(
+    raw_TxBxH: jax.Array, dropped_TxBxH: jax.Array, mask_T: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """(AR, TAR) of Merity et al. (2017), without their coefficients: the mean square of
+    the dropped last-layer outputs, and of the change between consecutive raw ones; means
+    over the real steps (`mask_T`, None = all) of the batch."""
+    if mask_T is None:
+        mask_T = jnp.ones(raw_TxBxH.shape[0], bool)
+    B, H = raw_TxBxH.shape[1:]
+    ar = jnp.sum(jnp.where(mask_T[:, None, None], dropped_TxBxH**2, 0.0))
+    ar = ar / (jnp.sum(mask_T) * B * H)
+    diff_T1xBxH = raw_TxBxH[1:] - raw_TxBxH[:-1]
+    tar = jnp.sum(jnp.where(mask_T[1:, None, None], diff_T1xBxH**2, 0.0))
+    tar = tar / (jnp.maximum(jnp.sum(mask_T[1:]), 1) * B * H)
+    return ar, tar
 
 
 def cost_fn(

@@ -1,6 +1,14 @@
 """The optimizer and the state it updates: TF's staircase schedule, gradient clipping by
 the global norm, plain SGD (`optax.chain(clip_by_global_norm, sgd(schedule))`), and the
-TrainState that a step takes and returns and a checkpoint holds."""
+TrainState that a step takes and returns and a checkpoint holds.
+
+AWD-LSTM's additions, each off by default: weight decay (added to the clipped gradient,
+as torch.optim.SGD's `weight_decay`), the learning rate scaled per step by the batch's
+length (variable BPTT), and averaged SGD (NT-ASGD): the running mean of the iterates
+since averaging started, kept in the optimizer state so that a checkpoint holds it.
+"""
+
+from typing import NamedTuple
 
 import flax
 import jax
@@ -31,8 +39,96 @@ def lr_schedule(
     return schedule
 
 
-def make_optimizer(max_grad_norm: float, schedule: optax.Schedule) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.sgd(schedule))
+def scale_by_length() -> optax.GradientTransformationExtraArgs:
+    """Multiplies the updates by the `length_scale` passed to `update` (a batch's length
+    over the base length, AWD's variable BPTT); the identity when none is passed."""
+
+    def update(updates, state, params=None, *, length_scale=None, **extra_args):
+        if length_scale is None:
+            return updates, state
+        return jax.tree.map(lambda u: u * length_scale, updates), state
+
+    return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
+
+
+class AverageState(NamedTuple):
+    active: jax.Array  # bool scalar: averaging has started
+    count: jax.Array  # int32 scalar: iterates averaged so far
+    average: optax.Params  # their mean (the initial parameters while not active)
+
+
+def average_iterates() -> optax.GradientTransformation:
+    """Averaged SGD's average (Polyak & Juditsky 1992), as torch.optim.ASGD with t0 = 0 and
+    lambd = 0 keeps it: once `active` (see `start_averaging`), the mean of the parameters
+    after each update. The updates pass through unchanged."""
+
+    def init(params):
+        return AverageState(jnp.zeros((), bool), jnp.zeros((), jnp.int32), params)
+
+    def update(updates, state, params):
+        count = state.count + state.active.astype(jnp.int32)
+
+        def step_mean(average):
+            new_params = optax.apply_updates(params, updates)
+            weight = 1.0 / count.astype(jnp.float32)
+            return jax.tree.map(lambda a, p: a + (p - a) * weight, average, new_params)
+
+        # A branch, so that plain SGD before the switch does not pay for the mean.
+        average = jax.lax.cond(state.active, step_mean, lambda a: a, state.average)
+        return updates, AverageState(state.active, count, average)
+
+    return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(
+    max_grad_norm: float,
+    schedule: optax.Schedule,
+    weight_decay: float = 0.0,
+    length_scaled: bool = False,
+    averaging: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    """clip -> [+ weight_decay * params] -> [x length_scale] -> SGD -> [average]. The
+    optional parts are left out when off, so the state of the plain chain is unchanged."""
+    parts = [optax.clip_by_global_norm(max_grad_norm)]
+    if weight_decay:
+        parts.append(optax.add_decayed_weights(weight_decay))
+    if length_scaled:
+        parts.append(scale_by_length())
+    parts.append(optax.sgd(schedule))
+    if averaging:
+        parts.append(average_iterates())
+    return optax.chain(*parts)
+
+
+def average_state(state: TrainState) -> AverageState | None:
+    """The averaging part of the optimizer state, when the optimizer averages."""
+    last = state.opt_state[-1] if isinstance(state.opt_state, tuple) else None
+    return last if isinstance(last, AverageState) else None
+
+
+def is_averaging(state: TrainState) -> bool:
+    average = average_state(state)
+    return average is not None and bool(jax.device_get(average.active))
+
+
+def start_averaging(state: TrainState) -> TrainState:
+    """The state with averaging switched on: the mean starts at the next update."""
+    average = average_state(state)
+    if average is None:
+        raise ValueError("This optimizer does not average; build it with averaging=True.")
+    active = jax.device_put(jnp.ones((), bool), average.active.sharding)
+    count = jax.device_put(jnp.zeros((), jnp.int32), average.count.sharding)
+    opt_state = (*state.opt_state[:-1], AverageState(active, count, average.average))
+    return state.replace(opt_state=opt_state)
+
+
+def eval_params(state: TrainState) -> dict:
+    """The parameters to evaluate, test and ship: the average once averaging has started
+    and seen an update, else the current ones."""
+    average = average_state(state)
+    if average is not None and int(jax.device_get(average.count)) > 0:
+        return average.average
+    return state.params
 
 
 def initial_state(seed: int, cfg: model.ModelConfig, optimizer) -> TrainState:
@@ -41,9 +137,19 @@ def initial_state(seed: int, cfg: model.ModelConfig, optimizer) -> TrainState:
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), dropout_key)
 
 
-def from_config(optim: ml_collections.ConfigDict, steps_per_epoch: int):
-    """(optimizer, schedule) of the config's `optim` group."""
+def from_config(config: ml_collections.ConfigDict, steps_per_epoch: int):
+    """(optimizer, schedule) of the config's `optim` group; it averages when NT-ASGD is on
+    (`optim.nonmono`) or the run fine-tunes (`train.finetune_from`), and scales by length
+    with AWD's variable BPTT (`train.random_lengths`)."""
+    optim = config.optim
     schedule = lr_schedule(
         optim.learning_rate, optim.lr_decay, optim.full_lr_epochs, steps_per_epoch
     )
-    return make_optimizer(optim.max_grad_norm, schedule), schedule
+    optimizer = make_optimizer(
+        optim.max_grad_norm,
+        schedule,
+        weight_decay=optim.weight_decay,
+        length_scaled=config.train.random_lengths,
+        averaging=optim.nonmono > 0 or bool(config.train.finetune_from),
+    )
+    return optimizer, schedule

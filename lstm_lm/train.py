@@ -31,7 +31,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from lstm_lm import checkpoints, data, evaluation, model, optim, parallel, reporting
+from lstm_lm import checkpoints, data, evaluation, inference, model, optim, parallel, reporting
 from lstm_lm import config as config_lib
 
 
@@ -43,35 +43,66 @@ class Interrupted(Exception):
         self.signum, self.step = signum, step
 
 
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What a step differentiates beyond TF's cost (the `optim` group); static."""
+
+    token_mean: bool = False  # AWD: cross-entropy averaged over every token of the batch
+    ar_alpha: float = 0.0  # AR's coefficient
+    tar_beta: float = 0.0  # TAR's coefficient
+    base_length: int = 0  # with lengths: the learning rate is scaled by length / base_length
+
+
+def objective_fn(params, carry, inputs_BxT, targets_BxT, key, length, *, cfg, objective):
+    """(objective, (cross_entropy, new carry)). `cross_entropy` is TF's cost (summed over
+    the batch's real steps, averaged over its rows), which perplexity is computed from;
+    the objective is it or its mean per token, plus AR and TAR when they are on."""
+    raw_TxBxH, dropped_TxBxH, carry = model.layer_outputs(
+        params, cfg, carry, inputs_BxT, key, length
+    )
+    log_probs_TxB = model.target_log_probs(model.logits(params, dropped_TxBxH), targets_BxT)
+    num_steps = log_probs_TxB.shape[0]
+    mask_T = model.step_mask(num_steps, length)
+    if mask_T is not None:
+        log_probs_TxB = jnp.where(mask_T[:, None], log_probs_TxB, 0.0)
+    cross_entropy = -jnp.sum(log_probs_TxB) / targets_BxT.shape[0]
+    value = cross_entropy
+    if objective.token_mean:
+        value = cross_entropy / (num_steps if length is None else length)
+    if objective.ar_alpha or objective.tar_beta:
+        ar, tar = model.activation_penalties(raw_TxBxH, dropped_TxBxH, mask_T)
+        value = value + objective.ar_alpha * ar + objective.tar_beta * tar
+    return value, (cross_entropy, carry)
+
+
 def train_step(
     state: optim.TrainState,
     carry: model.Carry,
     inputs_BxT: jax.Array,
     targets_BxT: jax.Array,
+    length: jax.Array | None = None,
     *,
     cfg: model.ModelConfig,
-    optimizer: optax.GradientTransformation,
+    optimizer: optax.GradientTransformationExtraArgs,
+    objective: Objective = Objective(),
 ) -> tuple[optim.TrainState, model.Carry, dict[str, jax.Array]]:
     """One SGD step on one batch: (new state, new carry, metrics). The metrics are the
     `cross_entropy` that perplexity is computed from, the `objective` that was
-    differentiated (the same here; a regulariser would add to it alone), and the
-    gradient's global norm before clipping."""
+    differentiated, and the gradient's global norm before clipping. With `length` (an
+    int32 scalar) the batch is padded after that many steps (see model.lstm_layer) and
+    the learning rate is scaled by length / objective.base_length."""
     step_key = jax.random.fold_in(state.dropout_key, state.step)
-
-    def objective_fn(params):
-        cross_entropy, new_carry = model.cost_fn(
-            params, cfg, carry, inputs_BxT, targets_BxT, step_key
-        )
-        return cross_entropy, (cross_entropy, new_carry)
-
-    grad_fn = jax.value_and_grad(objective_fn, has_aux=True)
-    (objective, (cross_entropy, carry)), grads = grad_fn(state.params)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    grad_fn = jax.value_and_grad(
+        functools.partial(objective_fn, cfg=cfg, objective=objective), has_aux=True
+    )
+    (value, (cross_entropy, carry)), grads = grad_fn(
+        state.params, carry, inputs_BxT, targets_BxT, step_key, length
+    )
+    extra = {} if length is None else {"length_scale": length / objective.base_length}
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params, **extra)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    metrics = dict(
-        cross_entropy=cross_entropy, objective=objective, grad_norm=optax.tree.norm(grads)
-    )
+    metrics = dict(cross_entropy=cross_entropy, objective=value, grad_norm=optax.tree.norm(grads))
     return new_state, carry, metrics
 
 
@@ -80,6 +111,7 @@ def train_chunk(
     carry: model.Carry,
     inputs_NxBxT: jax.Array,
     targets_NxBxT: jax.Array,
+    lengths_N: jax.Array | None = None,
     **step_kwargs,
 ) -> tuple[optim.TrainState, model.Carry, dict[str, jax.Array], jax.Array]:
     """`train_step` over N consecutive batches: (state, carry, each metric per step [N],
@@ -89,7 +121,10 @@ def train_chunk(
         state, carry, metrics = train_step(*state_and_carry, *batch, **step_kwargs)
         return (state, carry), metrics
 
-    (state, carry), metrics_N = jax.lax.scan(body, (state, carry), (inputs_NxBxT, targets_NxBxT))
+    batches = (inputs_NxBxT, targets_NxBxT)
+    if lengths_N is not None:
+        batches = (*batches, lengths_N)
+    (state, carry), metrics_N = jax.lax.scan(body, (state, carry), batches)
     return state, carry, metrics_N, jnp.isfinite(optax.tree.norm(state.params))
 
 
@@ -149,24 +184,74 @@ def chunk_bounds(start: int, num_batches: int, steps_per_call: int) -> list[tupl
     return list(zip(edges[:-1], edges[1:]))
 
 
-def train_epoch(train_fn, state, carry, progress, epoch_inputs, epoch_targets, *, loop):
+@dataclasses.dataclass(frozen=True)
+class Epoch:
+    """One epoch's batches: consecutive windows of `lengths_N` steps over the rows of the
+    training stream `data_BxL` (TF's reader when every length is num_steps). With random
+    lengths a call's batches are padded to a multiple of `bucket` and carry their
+    lengths, so the jitted step compiles once per padded length, not per length."""
+
+    data_BxL: np.ndarray
+    lengths_N: np.ndarray
+    random: bool
+    bucket: int
+
+    def __len__(self) -> int:
+        return len(self.lengths_N)
+
+    def steps(self, batches: int | None = None) -> int:
+        """Time steps in the first `batches` batches (default: all)."""
+        return int(self.lengths_N[:batches].sum())
+
+    def batches(self, lo: int, hi: int):
+        """(inputs_KxBxT, targets_KxBxT, lengths_K or None) of batches [lo, hi)."""
+        starts_N = np.cumsum(self.lengths_N) - self.lengths_N
+        lengths_K = self.lengths_N[lo:hi]
+        pad_to = -(-int(lengths_K.max()) // self.bucket) * self.bucket
+        if not self.random:
+            pad_to = int(lengths_K[0])
+        inputs, targets = data.window_batches(self.data_BxL, starts_N[lo:hi], lengths_K, pad_to)
+        return inputs, targets, (lengths_K if self.random else None)
+
+
+def epoch_layout(data_BxL: np.ndarray, config: ml_collections.ConfigDict, epoch: int) -> Epoch:
+    """Epoch `epoch`'s batches: TF's fixed windows of num_steps or, with
+    `train.random_lengths`, AWD's random ones, drawn from (seed, epoch) so that a resumed
+    run draws the same; cut to `max_batches_per_epoch` when that is set."""
+    train = config.train
+    if train.random_lengths:
+        rng = np.random.default_rng([config.seed, epoch])
+        lengths_N = data.random_lengths(rng, data_BxL.shape[1], train.num_steps)
+        lengths_N = lengths_N[: train.max_batches_per_epoch or None]
+    else:
+        lengths_N = np.full(fixed_batches(data_BxL, train), train.num_steps, np.int32)
+    return Epoch(data_BxL, lengths_N, train.random_lengths, train.length_bucket)
+
+
+def fixed_batches(data_BxL: np.ndarray, train: ml_collections.ConfigDict) -> int:
+    """Batches per epoch in TF's layout, cut to `max_batches_per_epoch`; with random
+    lengths, the schedule's epoch."""
+    num_batches = (data_BxL.shape[1] - 1) // train.num_steps
+    return min(num_batches, train.max_batches_per_epoch or num_batches)
+
+
+def train_epoch(train_fn, state, carry, progress, epoch: Epoch, *, loop):
     """Train epoch `progress.epoch` from batch `progress.batch` to its end: (state, progress).
 
     Saves a checkpoint every `checkpoint_every_steps` steps and, when a stop signal has
     arrived, saves one and raises Interrupted (neither at the epoch's last call, which
     the epoch-end checkpoint covers).
     """
-    num_batches, batch_size, num_steps = epoch_inputs.shape
+    num_batches, batch_size = len(epoch), epoch.data_BxL.shape[0]
     start_batch, start_time = progress.batch, time.perf_counter()
     every = loop.config.train.checkpoint_every_steps
     for lo, hi in chunk_bounds(progress.batch, num_batches, loop.config.train.steps_per_call):
         call_start = time.perf_counter()
-        state, carry, metrics_N, params_finite = train_fn(
-            state,
-            carry,
-            parallel.put_rows(epoch_inputs[lo:hi], loop.mesh),
-            parallel.put_rows(epoch_targets[lo:hi], loop.mesh),
-        )
+        inputs, targets, lengths = epoch.batches(lo, hi)
+        batches = [parallel.put_rows(inputs, loop.mesh), parallel.put_rows(targets, loop.mesh)]
+        if lengths is not None:
+            batches.append(parallel.put(lengths, parallel.replicated(loop.mesh)))
+        state, carry, metrics_N, params_finite = train_fn(state, carry, *batches)
         metrics = {k: parallel.to_host(v).astype(np.float64) for k, v in metrics_N.items()}
         costs, grad_norms = metrics["cross_entropy"], metrics["grad_norm"]
         step = checkpoints.step_of(state)
@@ -181,14 +266,12 @@ def train_epoch(train_fn, state, carry, progress, epoch_inputs, epoch_targets, *
             epoch_seconds=progress.epoch_seconds + seconds,
             train_seconds=progress.train_seconds + seconds,
         )
+        words = (epoch.steps(hi) - epoch.steps(start_batch)) * batch_size
         scalars = dict(
-            perplexity=evaluation.perplexity(progress.cost_sum, hi, num_steps),
+            perplexity=evaluation.perplexity(progress.cost_sum, epoch.steps(hi)),
             learning_rate=float(loop.schedule(step - 1)),
             grad_norm=float(grad_norms.mean()),
-            words_per_sec=(hi - start_batch)
-            * batch_size
-            * num_steps
-            / (time.perf_counter() - start_time),
+            words_per_sec=words / (time.perf_counter() - start_time),
         )
         loop.reporter.train_progress(progress.epoch, lo, hi, num_batches, step, scalars)
         due = every and step // every > first_step // every
@@ -201,13 +284,13 @@ def train_epoch(train_fn, state, carry, progress, epoch_inputs, epoch_targets, *
 
 
 def load_data(config: ml_collections.ConfigDict):
-    """(epoch_inputs_NxBxT, epoch_targets_NxBxT, corpus): the training epoch laid out
-    once, cut to `max_batches_per_epoch` when that is set. A split too short for its
-    batch layout is a ConfigError naming the keys to change."""
+    """(train_BxL, corpus): the training stream laid out in batch_size rows, and the
+    corpus. A split too short for its batch layout is a ConfigError naming the keys."""
     corpus = data.load(config.data)
+    valid_batch = "eval.valid_batch_size" if config.eval.valid_batch_size else "train.batch_size"
     layouts = [
         ("train", corpus.train, "train.batch_size", "train.num_steps"),
-        ("valid", corpus.valid, "train.batch_size", "train.num_steps"),
+        ("valid", corpus.valid, valid_batch, "train.num_steps"),
         ("test", corpus.test, "eval.test_batch_size", "eval.test_num_steps"),
     ]
     for split, ids, batch_key, steps_key in layouts:
@@ -215,14 +298,7 @@ def load_data(config: ml_collections.ConfigDict):
         evaluation.check_split_fits(
             split, len(ids), batch_size, num_steps, f"config.{batch_key}", f"config.{steps_key}"
         )
-    train = config.train
-    epoch_inputs, epoch_targets = data.epoch_batches(
-        corpus.train, train.batch_size, train.num_steps
-    )
-    if train.max_batches_per_epoch:
-        epoch_inputs = epoch_inputs[: train.max_batches_per_epoch]
-        epoch_targets = epoch_targets[: train.max_batches_per_epoch]
-    return epoch_inputs, epoch_targets, corpus
+    return data.batchify(corpus.train, config.train.batch_size), corpus
 
 
 def create_training(
@@ -231,18 +307,49 @@ def create_training(
     """(initial state, schedule, jitted train_chunk, jitted eval_pass) for `mesh`: the
     state replicated on it, train_chunk's outputs replicated but for the carry, which
     stays split by rows like its inputs. Eval follows its inputs' shardings."""
-    optimizer, schedule = optim.from_config(config.optim, steps_per_epoch)
+    optimizer, schedule = optim.from_config(config, steps_per_epoch)
+    objective = Objective(
+        token_mean=config.optim.token_mean_loss,
+        ar_alpha=config.optim.ar_alpha,
+        tar_beta=config.optim.tar_beta,
+        base_length=config.train.num_steps,
+    )
     repl = parallel.replicated(mesh)
     carry_shardings = parallel.carry_shardings(model.zero_carry(cfg, config.train.batch_size), mesh)
     state = jax.tree.map(
         lambda a: parallel.put(a, repl), optim.initial_state(config.seed, cfg, optimizer)
     )
     train_fn = jax.jit(
-        functools.partial(train_chunk, cfg=cfg, optimizer=optimizer),
+        functools.partial(train_chunk, cfg=cfg, optimizer=optimizer, objective=objective),
         out_shardings=(repl, carry_shardings, repl, repl),
         donate_argnums=(0, 1),
     )
     return state, schedule, train_fn, evaluation.make_eval_fn(cfg)
+
+
+def finetune_start(state: optim.TrainState, config, cfg, vocab, mesh) -> optim.TrainState:
+    """The state that starts fine-tuning (AWD's finetune.py): the weights of the run in
+    `train.finetune_from` (its average, when it was averaging), a fresh optimizer state,
+    averaging on from the first step."""
+    source = inference.load_run(pathlib.Path(config.train.finetune_from))
+    shape = ("layer_sizes", "input_size", "tie_embeddings", "vocab_size")
+    if [getattr(source.cfg, k) for k in shape] != [getattr(cfg, k) for k in shape]:
+        raise config_lib.ConfigError(
+            f"config.train.finetune_from={config.train.finetune_from!r} holds a model of "
+            f"another shape ({source.cfg}) than this config's ({cfg}); fine-tune with its "
+            "config."
+        )
+    if list(source.vocab) != list(vocab):
+        raise config_lib.ConfigError(
+            f"config.train.finetune_from={config.train.finetune_from!r} was trained on "
+            "another vocabulary than this config's data gives; use the same data settings."
+        )
+    params = jax.tree.map(lambda a: parallel.put(a, parallel.replicated(mesh)), source.params)
+    optimizer, _ = optim.from_config(config, steps_per_epoch=1)
+    opt_state = jax.tree.map(
+        lambda a: parallel.put(a, parallel.replicated(mesh)), optimizer.init(params)
+    )
+    return optim.start_averaging(state.replace(params=params, opt_state=opt_state))
 
 
 @dataclasses.dataclass
@@ -257,20 +364,36 @@ class Loop:
     stop: list  # signals received, from `stop_signals`
 
 
-def next_epoch(progress, epoch: int, lr: float, valid_ppl: float, valid_seconds: float, shape):
-    """The Progress that starts epoch + 1, with a record of `epoch` (whose batches were
-    [N, B, T] = `shape`) appended to the history."""
-    num_batches, batch_size, num_steps = shape
+def next_epoch(progress, epoch: int, lr, valid_ppl, valid_seconds, layout: Epoch, averaged):
+    """The Progress that starts epoch + 1, with a record of `epoch` (trained on `layout`;
+    validated with averaged weights or not) appended to the history."""
+    words = layout.steps() * layout.data_BxL.shape[0]
     record = dict(
         epoch=epoch,
         lr=lr,
-        train_perplexity=evaluation.perplexity(progress.cost_sum, num_batches, num_steps),
+        train_perplexity=evaluation.perplexity(progress.cost_sum, layout.steps()),
         valid_perplexity=valid_ppl,
-        words_per_sec=num_batches * batch_size * num_steps / progress.epoch_seconds,
+        words=words,
+        words_per_sec=words / progress.epoch_seconds,
         seconds=progress.epoch_seconds + valid_seconds,
+        averaged=averaged,
     )
     return checkpoints.Progress(
         epoch=epoch + 1, train_seconds=progress.train_seconds, history=[*progress.history, record]
+    )
+
+
+def nonmonotone(history: list[dict], nonmono: int) -> bool:
+    """NT-ASGD's trigger (AWD's main.py): the latest validation perplexity is worse than
+    the best of those more than `nonmono` epochs before it."""
+    *before, latest = [r["valid_perplexity"] for r in history]
+    return nonmono > 0 and len(before) > nonmono and latest > min(before[:-nonmono])
+
+
+def finetune_done(history: list[dict], config: ml_collections.ConfigDict) -> bool:
+    """Fine-tuning stops, as AWD's finetune.py, once validation is non-monotone."""
+    return bool(config.train.finetune_from and history) and nonmonotone(
+        history, config.optim.nonmono
     )
 
 
@@ -278,16 +401,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
     """Train, validate each epoch, test at the end, continuing from the workdir's latest
     checkpoint if there is one. Writes config.json, vocab.txt, checkpoints/, metrics.jsonl,
     tensorboard/, learning_curve.png and results.json into `workdir` (the files from
-    process 0 only); returns the results. Raises Interrupted, after saving, on a signal."""
+    process 0 only); returns the results. Raises Interrupted, after saving, on a signal.
+    Once averaging (NT-ASGD, fine-tuning) has started, validation, test and the results
+    use the averaged weights."""
     config_lib.validate(config)
     process_start, chief = time.perf_counter(), jax.process_index() == 0
     mesh = parallel.make_mesh(config.train.num_devices)
-    epoch_inputs, epoch_targets, corpus = load_data(config)
+    train_BxL, corpus = load_data(config)
     vocab = corpus.vocab
     checkpoints.check_workdir(workdir, config, vocab)
     if chief:
         checkpoints.write_workdir(workdir, config, vocab)
-    steps_per_epoch, batch_size, num_steps = epoch_inputs.shape
+    batch_size, num_steps = len(train_BxL), config.train.num_steps
+    valid_batch_size = config.eval.valid_batch_size or batch_size
+    steps_per_epoch = fixed_batches(train_BxL, config.train)
     logging.info("vocabulary %d words; %d batches per epoch", len(vocab), steps_per_epoch)
     logging.info("devices sharing the batch rows: %d", mesh.size)
     cfg = config_lib.model_config(config, len(vocab))
@@ -307,6 +434,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
             progress.epoch,
             progress.batch,
         )
+    elif config.train.finetune_from:
+        state = finetune_start(state, config, cfg, vocab, mesh)
+        logging.info("Fine-tuning the weights of %s.", config.train.finetune_from)
     wall_before = progress.wall_seconds
 
     def save(state, carry, progress):
@@ -319,26 +449,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
         with stop_signals() as stop:
             loop = Loop(config, schedule, mesh, reporter, save, stop)
             for epoch in range(progress.epoch, config.train.num_epochs + 1):
-                # Schedule -> train (from a checkpoint's batch) -> validate -> record -> save.
+                if finetune_done(progress.history, config):
+                    logging.info("Validation is non-monotone: fine-tuning is done.")
+                    break
+                # Schedule -> train (from a checkpoint's batch) -> validate -> record ->
+                # NT-ASGD's switch (or fine-tuning's stop) -> save.
+                layout = epoch_layout(train_BxL, config, epoch)
                 carry = carry if progress.batch else zero_carry()
                 lr = float(schedule((epoch - 1) * steps_per_epoch))
-                reporter.epoch_start(epoch, steps_per_epoch, progress.batch, lr)
-                state, progress = train_epoch(
-                    train_fn, state, carry, progress, epoch_inputs, epoch_targets, loop=loop
-                )
+                reporter.epoch_start(epoch, len(layout), progress.batch, lr)
+                state, progress = train_epoch(train_fn, state, carry, progress, layout, loop=loop)
                 valid_start = time.perf_counter()
-                valid_ppl = evaluate_on(state.params, corpus.valid, batch_size, num_steps)
-                valid_seconds = time.perf_counter() - valid_start
-                progress = next_epoch(
-                    progress, epoch, lr, valid_ppl, valid_seconds, epoch_inputs.shape
+                valid_ppl = evaluate_on(
+                    optim.eval_params(state), corpus.valid, valid_batch_size, num_steps
                 )
+                valid_seconds = time.perf_counter() - valid_start
+                averaged = optim.is_averaging(state)
+                progress = next_epoch(
+                    progress, epoch, lr, valid_ppl, valid_seconds, layout, averaged
+                )
+                if not averaged and nonmonotone(progress.history, config.optim.nonmono):
+                    logging.info("NT-ASGD: validation is non-monotone; averaging from now on.")
+                    state = optim.start_averaging(state)
                 step = checkpoints.step_of(state)
                 reporter.epoch_end(progress.history, step)
                 save(state, zero_carry(), progress)
                 if stop:
                     raise Interrupted(stop[0], step)
         test_ppl = evaluate_on(
-            state.params, corpus.test, config.eval.test_batch_size, config.eval.test_num_steps
+            optim.eval_params(state),
+            corpus.test,
+            config.eval.test_batch_size,
+            config.eval.test_num_steps,
         )
         reporter.test(test_ppl, checkpoints.step_of(state))
     finally:
@@ -358,7 +500,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
         step=checkpoints.step_of(state),
         total_seconds=wall_before + time.perf_counter() - process_start,
         # Training alone (compilation included), evaluation excluded.
-        words_per_sec=len(progress.history) * epoch_inputs.size / progress.train_seconds,
+        words_per_sec=sum(r["words"] for r in progress.history) / progress.train_seconds,
     )
     if chief:
         (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 import pytest
 from helpers import REPO, main_command, make_zip, run_main, tiny_config, write_corpus
 
-from lstm_lm import checkpoints, data, inference, model, optim, train
+from lstm_lm import checkpoints, data, inference, model, optim, parallel, train
 
 pytestmark = pytest.mark.slow  # whole runs, most of them through main.py in a subprocess
 
@@ -474,3 +474,114 @@ def test_evaluate_and_score_with_the_cache_and_dynamic_evaluation(trained, tmp_p
     assert training.returncode == 1 and "--cache_window: for --mode=evaluate or score" in (
         training.stderr
     )
+
+
+def write_drifting_corpus(directory: pathlib.Path) -> pathlib.Path:
+    """Training text over half of the words, valid and test over the other half too: the
+    better the model fits the training text, the worse its validation perplexity, so
+    NT-ASGD's non-monotone trigger fires within the first epochs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(40)] + ["<unk>"]
+    for name, vocab, lines in (
+        ("train", words[::2], 400),
+        ("valid", words, 80),
+        ("test", words, 60),
+    ):
+        text = "".join(" " + " ".join(rng.choice(vocab, 8)) + " \n" for _ in range(lines))
+        (directory / f"ptb.{name}.txt").write_text(text)
+    return directory
+
+
+def awd_tiny_config(data_dir: pathlib.Path):
+    config = tiny_config(
+        data_dir,
+        num_layers=2,
+        hidden_sizes=(8, 4),
+        embedding_size=4,
+        tie_embeddings=True,
+        init="awd",
+        dropout_input=0.3,
+        dropout_hidden=0.2,
+        dropout_output=0.3,
+        dropout_embedding=0.1,
+        weight_drop=0.3,
+    )
+    config.optim.update(
+        learning_rate=30.0,
+        lr_decay=1.0,
+        max_grad_norm=0.25,
+        token_mean_loss=True,
+        ar_alpha=2.0,
+        tar_beta=1.0,
+        weight_decay=1.2e-6,
+        nonmono=1,
+    )
+    config.train.update(
+        num_epochs=5,
+        num_steps=6,
+        random_lengths=True,
+        steps_per_call=1,
+        checkpoint_every_steps=7,
+        keep_checkpoints=1000,
+    )
+    config.eval.update(valid_batch_size=10, test_batch_size=1, test_num_steps=6)
+    return config
+
+
+def progress_at(workdir: pathlib.Path, step: int) -> dict:
+    with ocp.CheckpointManager(workdir.resolve() / "checkpoints") as mngr:
+        restored = mngr.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
+    return restored["progress"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
+def test_awd_training_switches_to_averaging_and_resumes_bitwise_after_the_switch(tmp_path):
+    config = awd_tiny_config(write_drifting_corpus(tmp_path / "data"))
+    workdir = tmp_path / "run"
+    straight = train.train_and_evaluate(config, workdir)
+    history = read_jsonl(workdir / "metrics.jsonl")
+    switch = next(e for e in range(1, 6) if train.nonmonotone(history[:e], 1))
+    assert switch < 5  # the drifting corpus makes validation non-monotone early
+    assert [r["averaged"] for r in history] == [e > switch for e in range(1, 6)]
+    assert len({r["words"] for r in history}) > 1  # random lengths: epochs of other sizes
+    after_switch = [
+        step
+        for step in sorted(int(p.name) for p in (workdir / "checkpoints").iterdir())
+        if progress_at(workdir, step)["epoch"] > switch and progress_at(workdir, step)["batch"]
+    ]
+    rewind(workdir, after_switch[0])  # mid epoch, averaging under way
+    resumed = train.train_and_evaluate(config, workdir)
+    for key in ("train_perplexity", "valid_perplexity", "test_perplexity", "step"):
+        assert resumed[key] == straight[key], key
+    # Validation and test used the averaged weights: a loaded run (which takes the
+    # average) evaluates to the same numbers.
+    evaluated = inference.evaluate_run(inference.load_run(workdir), None, None)
+    assert evaluated["valid_perplexity"] == pytest.approx(straight["valid_perplexity"], rel=1e-6)
+    assert evaluated["test_perplexity"] == pytest.approx(straight["test_perplexity"], rel=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
+def test_finetuning_starts_from_the_averaged_weights_and_stops_when_non_monotone(tmp_path):
+    config = awd_tiny_config(write_drifting_corpus(tmp_path / "data"))
+    config.train.num_epochs = 3
+    source = tmp_path / "run"
+    train.train_and_evaluate(config, source)
+    finetune = config.copy_and_resolve_references()
+    finetune.train.update(finetune_from=str(source), num_epochs=20)
+    cfg = inference.load_run(source).cfg
+    mesh = parallel.make_mesh(1)
+    state, *_ = train.create_training(finetune, cfg, 10, mesh)
+    vocab = checkpoints.load_vocab(source)
+    started = train.finetune_start(state, finetune, cfg, list(vocab), mesh)
+    assert optim.is_averaging(started)
+    for got, want in zip(
+        jax.tree.leaves(started.params), jax.tree.leaves(inference.load_run(source).params)
+    ):
+        np.testing.assert_array_equal(got, want)
+    train.train_and_evaluate(finetune, tmp_path / "finetune")
+    history = read_jsonl(tmp_path / "finetune" / "metrics.jsonl")
+    stop = next(e for e in range(1, 21) if train.nonmonotone(history[:e], 1))
+    assert len(history) == stop < 20 and all(r["averaged"] for r in history)
