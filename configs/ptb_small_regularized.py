@@ -8,7 +8,7 @@ recipe scaled to its size and budget: AWD's initialisation; locked dropout 0.25 
 embedding output and on the last layer's output, 0.2 between the layers; embedding dropout
 0.05; weight drop 0.25 on the recurrent matrices; AR 2 and TAR 1; weight decay 1.2e-6;
 the loss averaged over tokens, lr 30, clip 0.25; NT-ASGD with a window of one epoch (the
-budget holds 13 epochs, not AWD's 500). Fixed BPTT of 35 (AWD's random lengths cost a
+budget holds 15 epochs, not AWD's 500). Fixed BPTT of 35 (AWD's random lengths cost a
 quarter of the speed on a CPU, see experiments/awd_lstm/). Test: one stream, 35 steps.
 
 Results (experiments/awd_lstm/): see the README there.
@@ -38,7 +38,7 @@ def get_config():
     config.optim.tar_beta = 1.0
     config.optim.weight_decay = 1.2e-6
     config.optim.nonmono = 1
-    config.train.num_epochs = 13
+    config.train.num_epochs = 15
     config.train.batch_size = 20
     config.train.num_steps = 35
     config.train.steps_per_call = 10

@@ -1,4 +1,5 @@
-"""The Zaremba et al. (2014) LSTM language model as pure functions.
+"""The Zaremba et al. (2014) LSTM language model and AWD-LSTM's regularisers (Merity et
+al. 2017) as pure functions.
 
 Parameters are a plain pytree, for an embedding of size E and layers of sizes H_1..H_L
 (each layer's input is the previous layer's output, the first's the embedding):
