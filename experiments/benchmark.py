@@ -26,6 +26,7 @@ from lstm_lm import config as config_lib  # noqa: E402
 from lstm_lm import model, parallel, train  # noqa: E402
 
 SHAPES = {  # name: (hidden_size, num_steps, max_grad_norm); 2 layers, batch 20, V=10,000
+    "tiny": (8, 5, 5.0),  # for smoke tests of the scripts
     "small": (200, 20, 5.0),
     "medium": (650, 35, 5.0),
     "large": (1500, 35, 10.0),
@@ -71,15 +72,17 @@ class Ours:
 
 class Torch:
     """The same model and update with torch.nn.LSTM (TF gate semantics are not needed for
-    speed: nn.LSTM has two bias vectors and forget bias 0, which costs the same)."""
+    speed: nn.LSTM has two bias vectors and forget bias 0, which costs the same); on the
+    GPU when there is one (cuDNN's LSTM), else on the CPU."""
 
     def __init__(self, hidden, num_steps, max_grad_norm, keep_prob=1.0):
         import torch
 
         self.torch = torch
-        self.embedding = torch.nn.Embedding(VOCAB, hidden)
-        self.lstm = torch.nn.LSTM(hidden, hidden, LAYERS, dropout=1 - keep_prob)
-        self.decoder = torch.nn.Linear(hidden, VOCAB)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.embedding = torch.nn.Embedding(VOCAB, hidden).to(self.device)
+        self.lstm = torch.nn.LSTM(hidden, hidden, LAYERS, dropout=1 - keep_prob).to(self.device)
+        self.decoder = torch.nn.Linear(hidden, VOCAB).to(self.device)
         self.params = [
             *self.embedding.parameters(),
             *self.lstm.parameters(),
@@ -89,10 +92,11 @@ class Torch:
             torch.nn.init.uniform_(p, -0.1, 0.1)
         self.optimizer = torch.optim.SGD(self.params, lr=1.0)
         self.max_grad_norm = max_grad_norm
-        zeros = torch.zeros(LAYERS, BATCH, hidden)
+        zeros = torch.zeros(LAYERS, BATCH, hidden, device=self.device)
         self.carry = (zeros, zeros.clone())
 
     def cost(self, inputs_BxT, targets_BxT):
+        inputs_BxT, targets_BxT = inputs_BxT.to(self.device), targets_BxT.to(self.device)
         x_TxBxH = self.embedding(inputs_BxT.T)
         out_TxBxH, carry = self.lstm(x_TxBxH, self.carry)
         logits = self.decoder(out_TxBxH)
