@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lstm_lm import config as config_lib
 from lstm_lm import data, model, optim, train
 from tests.test_model import numpy_basic_lstm_cell
 
@@ -302,3 +303,36 @@ def test_awd_init_draws_the_lstm_from_its_size_and_zeroes_the_softmax_bias():
     assert bound < np.abs(b).max() <= 2 * bound  # the sum of PyTorch's two biases
     assert 0.098 < np.abs(np.asarray(params["embedding"])).max() <= 0.1
     assert not np.asarray(params["softmax"]["b"]).any()
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("model.weight_drop", 1.0, r"config.model.weight_drop is a drop probability in \[0, 1\)"),
+        ("model.dropout_input", -0.1, r"config.model.dropout_input must be >= 0"),
+        ("model.init", "xavier", r"config.model.init must be one of uniform, awd"),
+        ("optim.nonmono", -1, r"config.optim.nonmono must be >= 0"),
+        ("train.length_bucket", 0, r"config.train.length_bucket must be > 0"),
+    ],
+)
+def test_awd_keys_out_of_range_are_refused_by_name(key, value, message):
+    config = config_lib.default_config()
+    group, name = key.split(".")
+    config[group][name] = value
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate(config)
+
+
+def test_the_awd_configs_set_the_repositorys_values():
+    import importlib
+
+    ptb = importlib.import_module("configs.awd_lstm_ptb").get_config()
+    wt2 = importlib.import_module("configs.awd_lstm_wt2").get_config()
+    for config in (ptb, wt2):
+        config_lib.validate(config)
+        assert config.model.hidden_sizes == (1150, 1150, 400) and config.model.tie_embeddings
+        assert (config.optim.learning_rate, config.optim.max_grad_norm) == (30.0, 0.25)
+        assert (config.optim.ar_alpha, config.optim.tar_beta, config.optim.nonmono) == (2, 1, 5)
+    assert (ptb.seed, ptb.train.batch_size, ptb.model.dropout_input) == (141, 20, 0.4)
+    assert (wt2.seed, wt2.train.batch_size, wt2.model.dropout_input) == (1882, 80, 0.65)
+    assert wt2.data.name == "wikitext2" and wt2.model.dropout_hidden == 0.2

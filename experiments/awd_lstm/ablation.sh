@@ -20,18 +20,12 @@ run simple_2x200 --config=configs/ptb_small.py --config.train.num_epochs=5 \
   --config.optim.token_mean_loss=True --config.train.num_steps=35 \
   --config.eval.valid_batch_size=10 --config.eval.test_num_steps=35
 
-# 2. The same recipe on ptb_small_regularized's 2x300 tied model (dropout 0.25).
-run simple_2x300 --config=configs/ptb_small_regularized.py --config.train.num_epochs=3 \
-  --config.model.dropout_input=0 --config.model.dropout_hidden=0 --config.model.dropout_output=0 \
-  --config.model.dropout_embedding=0 --config.model.weight_drop=0 --config.model.keep_prob=0.75 \
-  --config.optim.learning_rate=20 --config.optim.ar_alpha=0 --config.optim.tar_beta=0 \
-  --config.optim.weight_decay=0 --config.optim.nonmono=0
-
-# 3. 2x300 + AWD's locked and embedding dropout (no weight drop, AR/TAR, weight decay), lr 30.
+# 2. 2x300 + AWD's locked and embedding dropout (no weight drop, AR/TAR, weight decay), lr 30.
 run locked_2x300 --config=configs/ptb_small_regularized.py --config.train.num_epochs=3 \
   --config.model.weight_drop=0 --config.optim.ar_alpha=0 --config.optim.tar_beta=0 \
   --config.optim.weight_decay=0 --config.optim.nonmono=0
 
-# 4. + weight drop, AR/TAR, weight decay: ptb_small_regularized itself, whose first three
+# 3. + weight drop, AR/TAR, weight decay: ptb_small_regularized itself, whose first three
 #    epochs are those of the full run (NT-ASGD cannot switch before epoch 3):
 #    python main.py --config=configs/ptb_small_regularized.py
+# 4. + averaged SGD: the full run, then fine-tuning (experiments/awd_lstm/README.md).
