@@ -11,7 +11,7 @@ repository's PTB command (salesforce/awd-lstm-lm; batch 20 where the paper has 4
 Published (valid / test perplexity): paper 60.0 / 57.3 (after fine-tuning); repository
 README 61.2 / 58.8 before fine-tuning, 58.8 / 56.5 after. Ours: not yet run in full. Its
 reproduction waits for an accelerator: ~9 hours for the 500 epochs on the repository's
-GP100; a 2-core CPU trains it at ~700 words/s, some 8 days. A 2-epoch smoke run and a
+GP100; a 2-core CPU trains it at ~640 words/s, some 8.5 days. A 2-epoch smoke run and a
 CPU-sized regularised model are in experiments/awd_lstm/.
 """
 

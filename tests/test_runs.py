@@ -521,7 +521,8 @@ def awd_tiny_config(data_dir: pathlib.Path):
         num_epochs=5,
         num_steps=6,
         random_lengths=True,
-        steps_per_call=1,
+        length_bucket=10,
+        steps_per_call=4,
         checkpoint_every_steps=7,
         keep_checkpoints=1000,
     )
