@@ -11,7 +11,7 @@ import pytest
 
 from lstm_lm import config as config_lib
 from lstm_lm import data, model, optim, train
-from tests.test_model import numpy_basic_lstm_cell
+from tests.test_model import assert_gradients_match_finite_differences, numpy_basic_lstm_cell
 
 KEY = jax.random.PRNGKey(7)
 
@@ -160,19 +160,7 @@ def test_the_awd_objective_has_the_gradients_of_finite_differences():
             args = (p, carry64, inputs, targets, None, jnp.int32(4))
             return train.objective_fn(*args, cfg=cfg, objective=objective)[0]
 
-        grads = jax.grad(value)(params64)
-        leaves, treedef = jax.tree.flatten(params64)
-        rng, eps = np.random.default_rng(0), 1e-6
-        for leaf_idx, (leaf, grad) in enumerate(zip(leaves, jax.tree.leaves(grads))):
-            for flat_idx in rng.choice(leaf.size, size=min(4, leaf.size), replace=False):
-                idx = np.unravel_index(flat_idx, leaf.shape)
-                shifted = []
-                for sign in (1, -1):
-                    new = list(leaves)
-                    new[leaf_idx] = leaf.at[idx].add(sign * eps)
-                    shifted.append(value(jax.tree.unflatten(treedef, new)))
-                numeric = (shifted[0] - shifted[1]) / (2 * eps)
-                np.testing.assert_allclose(grad[idx], numeric, rtol=1e-5, atol=1e-8)
+        assert_gradients_match_finite_differences(value, params64, per_leaf=4)
 
 
 def test_the_awd_objective_is_the_token_mean_plus_ar_and_tar():

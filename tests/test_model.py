@@ -117,21 +117,25 @@ def test_gradients_match_finite_differences(shape):
         def cost(p):
             return model.cost_fn(p, cfg, carry64, inputs, targets)[0]
 
-        grads = jax.grad(cost)(params64)
-        leaves, treedef = jax.tree.flatten(params64)
-        grad_leaves = jax.tree.leaves(grads)
-        rng = np.random.default_rng(0)
-        eps = 1e-6
-        for leaf_idx, (leaf, grad) in enumerate(zip(leaves, grad_leaves)):
-            for flat_idx in rng.choice(leaf.size, size=min(5, leaf.size), replace=False):
-                idx = np.unravel_index(flat_idx, leaf.shape)
-                shifted = []
-                for sign in (1, -1):
-                    new = list(leaves)
-                    new[leaf_idx] = leaf.at[idx].add(sign * eps)
-                    shifted.append(cost(jax.tree.unflatten(treedef, new)))
-                numeric = (shifted[0] - shifted[1]) / (2 * eps)
-                np.testing.assert_allclose(grad[idx], numeric, rtol=1e-5, atol=1e-8)
+        assert_gradients_match_finite_differences(cost, params64, per_leaf=5)
+
+
+def assert_gradients_match_finite_differences(value_fn, params64, per_leaf, eps=1e-6):
+    """jax.grad of a float64 `value_fn` against central differences, at `per_leaf`
+    random entries of each parameter."""
+    grads = jax.grad(value_fn)(params64)
+    leaves, treedef = jax.tree.flatten(params64)
+    rng = np.random.default_rng(0)
+    for leaf_idx, (leaf, grad) in enumerate(zip(leaves, jax.tree.leaves(grads))):
+        for flat_idx in rng.choice(leaf.size, size=min(per_leaf, leaf.size), replace=False):
+            idx = np.unravel_index(flat_idx, leaf.shape)
+            shifted = []
+            for sign in (1, -1):
+                new = list(leaves)
+                new[leaf_idx] = leaf.at[idx].add(sign * eps)
+                shifted.append(value_fn(jax.tree.unflatten(treedef, new)))
+            numeric = (shifted[0] - shifted[1]) / (2 * eps)
+            np.testing.assert_allclose(grad[idx], numeric, rtol=1e-5, atol=1e-8)
 
 
 def test_scan_over_t_equals_two_halves_with_carry_passed_through():

@@ -76,11 +76,12 @@ def test_training_writes_metrics_results_events_curve_and_checkpoints(trained):
     epochs = read_jsonl(workdir / "metrics.jsonl")
     assert [e["epoch"] for e in epochs] == [1, 2]
     keys = {"epoch", "lr", "train_perplexity", "valid_perplexity", "words_per_sec", "seconds"}
-    assert all(set(e) == keys for e in epochs)
+    assert all(set(e) == keys | {"words", "averaged"} for e in epochs)
     assert epochs[1]["lr"] == pytest.approx(0.5)  # ptb_tiny: decay starts after epoch 1
     results = json.loads((workdir / "results.json").read_text())
     assert results["valid_perplexity"] == epochs[-1]["valid_perplexity"]
     steps_per_epoch = (3600 // 20 - 1) // 2  # 400 lines of 9 words, batch 20, 2 steps
+    assert all(e["words"] == steps_per_epoch * 20 * 2 and not e["averaged"] for e in epochs)
     assert results["step"] == 2 * steps_per_epoch
     assert 1 < results["test_perplexity"] < 100  # vocabulary is 42: near uniform, not blown up
 
