@@ -62,8 +62,9 @@ def average_iterates() -> optax.GradientTransformation:
     lambd = 0 keeps it: once `active` (see `start_averaging`), the mean of the parameters
     after each update. The updates pass through unchanged."""
 
-    def init(params):
-        return AverageState(jnp.zeros((), bool), jnp.zeros((), jnp.int32), params)
+    def init(params):  # a copy: the step donates the state, so no buffer may be shared
+        average = jax.tree.map(jnp.copy, params)
+        return AverageState(jnp.zeros((), bool), jnp.zeros((), jnp.int32), average)
 
     def update(updates, state, params):
         count = state.count + state.active.astype(jnp.int32)

@@ -493,6 +493,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
         config.eval.test_num_steps,
     )
     last = progress.history[-1]
+    fixed_words = steps_per_epoch * num_steps * batch_size  # records from before "words"
     results = dict(
         train_perplexity=last["train_perplexity"],
         valid_perplexity=last["valid_perplexity"],
@@ -500,7 +501,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
         step=checkpoints.step_of(state),
         total_seconds=wall_before + time.perf_counter() - process_start,
         # Training alone (compilation included), evaluation excluded.
-        words_per_sec=sum(r["words"] for r in progress.history) / progress.train_seconds,
+        words_per_sec=sum(r.get("words", fixed_words) for r in progress.history)
+        / progress.train_seconds,
     )
     if chief:
         (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
