@@ -139,9 +139,9 @@ def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
     # Keys added since the run was saved take their defaults (which leave the model and
     # the training as they were); JSON's lists are the config's tuples.
     config = config_lib.default_config()
-    for key, value in flatten(saved).items():
-        value = tuple(value) if isinstance(value, list) else value
-        config.update_from_flattened_dict({key: value})
+    config.update_from_flattened_dict(
+        {k: tuple(v) if isinstance(v, list) else v for k, v in flatten(saved).items()}
+    )
     return config
 
 

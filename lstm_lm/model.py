@@ -282,9 +282,15 @@ def target_log_probs(logits_TxBxV: jax.Array, targets_BxT: jax.Array) -> jax.Arr
     return jnp.take_along_axis(log_probs_TxBxV, targets_BxT.T[..., None], -1)[..., 0]
 
 
-def sequence_cost(logits_TxBxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
-    """TF's cost: cross-entropy summed over time steps, averaged over the batch."""
-    return -jnp.sum(target_log_probs(logits_TxBxV, targets_BxT)) / targets_BxT.shape[0]
+def sequence_cost(
+    logits_TxBxV: jax.Array, targets_BxT: jax.Array, mask_T: jax.Array | None = None
+) -> jax.Array:
+    """TF's cost: cross-entropy summed over time steps (the real ones, `mask_T`, of a
+    padded batch; None = all), averaged over the batch."""
+    log_probs_TxB = target_log_probs(logits_TxBxV, targets_BxT)
+    if mask_T is not None:
+        log_probs_TxB = jnp.where(mask_T[:, None], log_probs_TxB, 0.0)
+    return -jnp.sum(log_probs_TxB) / targets_BxT.shape[0]
 
 
 def step_mask(num_steps: int, length: jax.Array | None) -> jax.Array | None:

@@ -60,12 +60,9 @@ def objective_fn(params, carry, inputs_BxT, targets_BxT, key, length, *, cfg, ob
     raw_TxBxH, dropped_TxBxH, carry = model.layer_outputs(
         params, cfg, carry, inputs_BxT, key, length
     )
-    log_probs_TxB = model.target_log_probs(model.logits(params, dropped_TxBxH), targets_BxT)
-    num_steps = log_probs_TxB.shape[0]
+    num_steps = targets_BxT.shape[1]
     mask_T = model.step_mask(num_steps, length)
-    if mask_T is not None:
-        log_probs_TxB = jnp.where(mask_T[:, None], log_probs_TxB, 0.0)
-    cross_entropy = -jnp.sum(log_probs_TxB) / targets_BxT.shape[0]
+    cross_entropy = model.sequence_cost(model.logits(params, dropped_TxBxH), targets_BxT, mask_T)
     value = cross_entropy
     if objective.token_mean:
         value = cross_entropy / (num_steps if length is None else length)
@@ -207,8 +204,9 @@ class Epoch:
         """(inputs_KxBxT, targets_KxBxT, lengths_K or None) of batches [lo, hi)."""
         starts_N = np.cumsum(self.lengths_N) - self.lengths_N
         lengths_K = self.lengths_N[lo:hi]
-        pad_to = -(-int(lengths_K.max()) // self.bucket) * self.bucket
-        if not self.random:
+        if self.random:
+            pad_to = -(-int(lengths_K.max()) // self.bucket) * self.bucket
+        else:
             pad_to = int(lengths_K[0])
         inputs, targets = data.window_batches(self.data_BxL, starts_N[lo:hi], lengths_K, pad_to)
         return inputs, targets, (lengths_K if self.random else None)

@@ -7,6 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from lstm_lm import config as config_lib
@@ -116,7 +117,7 @@ def test_with_every_regulariser_off_the_step_is_zarembas_step():
             params, cfg, carry, inputs, targets, key
         )
         updates, _ = optimizer.update(grads, optimizer.init(params), params)
-        return optax_apply(params, updates), carry_out, cost
+        return optax.apply_updates(params, updates), carry_out, cost
 
     want_params, want_carry, want_cost = todays_step(params)
     assert float(metrics["cross_entropy"]) == float(metrics["objective"])
@@ -125,10 +126,6 @@ def test_with_every_regulariser_off_the_step_is_zarembas_step():
         jax.tree.leaves((new_state.params, new_carry)), jax.tree.leaves((want_params, want_carry))
     ):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
-
-
-def optax_apply(params, updates):
-    return jax.tree.map(lambda p, u: p + u, params, updates)
 
 
 def numpy_ar_tar(raw, dropped, length):
