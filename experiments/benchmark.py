@@ -4,9 +4,14 @@
 
 Both sides run the same model (embedding, stacked LSTM, softmax layer), batch, steps,
 cost (cross-entropy summed over time, averaged over the batch), gradient clipping and
-SGD, on random token ids. They alternate in timed windows after a warm-up; medians are
-reported. PyTorch is optional (`pip install -e ".[bench]"`); without it only our numbers
-are printed. Start-up time and peak memory are measured in fresh subprocesses.
+SGD, on random token ids. Each side runs in a process of its own that imports only its
+own framework, as a user's would: with PyTorch imported into the same process, JAX's
+small-config training ran ~17% slower on our CPU (experiments/benchmark/README.md). The
+two processes take turns, one timed window each after a pause (PAUSE_S), after a
+warm-up; medians are reported.
+PyTorch is optional (`pip install -e ".[bench]"`); without it only our numbers are
+printed. Each process also reports its start-up time (process start to the first trained
+batch, imports and compilation included) and its peak resident memory.
 """
 
 import argparse
@@ -18,12 +23,7 @@ import time
 
 PROCESS_START = time.perf_counter()
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-
-from lstm_lm import config as config_lib  # noqa: E402
-from lstm_lm import model, parallel, train  # noqa: E402
 
 SHAPES = {  # name: (hidden_size, num_steps, max_grad_norm); 2 layers, batch 20, V=10,000
     "tiny": (8, 5, 5.0),  # for smoke tests of the scripts
@@ -32,6 +32,10 @@ SHAPES = {  # name: (hidden_size, num_steps, max_grad_norm); 2 layers, batch 20,
     "large": (1500, 35, 10.0),
 }
 VOCAB, LAYERS, BATCH = 10_000, 2, 20
+BATCHES = {"tiny": 2, "small": 40, "medium": 8, "large": 3}  # per timed window, by default
+# Idle time before each window: right after a window, the machine is still busy for a while
+# (both peers ran 10-15% slower in the window that followed the other's without it).
+PAUSE_S = 1.0
 
 
 def flops_per_word(hidden: int) -> float:
@@ -49,6 +53,10 @@ class Ours:
     """lstm_lm's train_chunk / eval_pass, jitted as in train_and_evaluate."""
 
     def __init__(self, hidden, num_steps, max_grad_norm, keep_prob=1.0):
+        from lstm_lm import config as config_lib
+        from lstm_lm import model, parallel, train
+
+        self.model = model
         config = config_lib.default_config()
         config.model.update(hidden_size=hidden, keep_prob=keep_prob, num_layers=LAYERS)
         config.optim.max_grad_norm = max_grad_norm
@@ -66,7 +74,7 @@ class Ours:
         return float(metrics_N["cross_entropy"].sum())
 
     def evaluate(self, inputs_NxBxT, targets_NxBxT) -> float:
-        carry = model.zero_carry(self.cfg, BATCH)
+        carry = self.model.zero_carry(self.cfg, BATCH)
         return float(self.eval_fn(self.state.params, carry, inputs_NxBxT, targets_NxBxT)[0])
 
 
@@ -132,6 +140,9 @@ class Torch:
 
 def matmul_peak_gflops(n: int = 2000, repeats: int = 10) -> float:
     """Best float32 n x n matmul rate of JAX on this machine."""
+    import jax
+    import jax.numpy as jnp
+
     a = jnp.ones((n, n), jnp.float32)
     matmul = jax.jit(lambda a: a @ a)
     matmul(a).block_until_ready()
@@ -149,35 +160,6 @@ def timed_words_per_sec(fn, inputs_NxBxT, targets_NxBxT) -> float:
     return inputs_NxBxT.size / (time.perf_counter() - start)
 
 
-def throughput(shape: str, windows: int, batches: int, peers: dict) -> dict:
-    """Median words/s of each peer's train and eval, alternating windows."""
-    hidden, num_steps, max_grad_norm = SHAPES[shape]
-    inputs, targets = random_batches(batches, num_steps)
-    runners = {name: cls(hidden, num_steps, max_grad_norm) for name, cls in peers.items()}
-    for runner in runners.values():  # warm-up: compile, allocate
-        runner.train(inputs, targets)
-        runner.evaluate(inputs, targets)
-    rates = {(name, mode): [] for name in runners for mode in ("train", "eval")}
-    for _ in range(windows):
-        for name, runner in runners.items():
-            rates[name, "train"].append(timed_words_per_sec(runner.train, inputs, targets))
-            rates[name, "eval"].append(timed_words_per_sec(runner.evaluate, inputs, targets))
-    return {f"{name}_{mode}": float(np.median(r)) for (name, mode), r in rates.items()}
-
-
-def startup_probe(peer: str, shape: str) -> None:
-    """Print JSON: seconds from process start to the first trained batch, and peak RSS
-    after a few more batches (run in a fresh subprocess)."""
-    hidden, num_steps, max_grad_norm = SHAPES[shape]
-    runner = {"ours": Ours, "torch": Torch}[peer](hidden, num_steps, max_grad_norm)
-    inputs, targets = random_batches(1, num_steps)
-    runner.train(inputs, targets)
-    first_batch = time.perf_counter() - PROCESS_START
-    for _ in range(3):
-        runner.train(inputs, targets)
-    print(json.dumps(dict(first_batch_s=first_batch, peak_rss_mib=peak_rss_mib())))
-
-
 def peak_rss_mib() -> float:
     """This process's peak resident memory. Linux's VmHWM starts afresh at exec, unlike
     ru_maxrss, which a subprocess inherits from the parent it was forked from."""
@@ -188,10 +170,76 @@ def peak_rss_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def probe(peer: str, shape: str) -> dict:
-    cmd = [sys.executable, __file__, f"--probe={peer}", f"--shapes={shape}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+def worker(peer: str, shape: str, batches: int) -> None:
+    """One peer in this process, driven over stdin/stdout by `throughput`: trains one
+    batch (start-up time), warms up on the window's batches, then answers each line
+    "train" or "eval" with the words/s of one timed window, as a JSON line, until EOF,
+    when it reports its peak memory."""
+    hidden, num_steps, max_grad_norm = SHAPES[shape]
+    runner = {"ours": Ours, "torch": Torch}[peer](hidden, num_steps, max_grad_norm)
+    runner.train(*random_batches(1, num_steps, seed=1))
+    ready = {"first_batch_s": time.perf_counter() - PROCESS_START}
+    inputs, targets = random_batches(batches, num_steps)
+    runner.train(inputs, targets)  # warm-up: compile, allocate
+    runner.evaluate(inputs, targets)
+    if peer == "ours":
+        ready["matmul_peak_gflops"] = matmul_peak_gflops()
+    print(json.dumps(ready), flush=True)
+    for line in sys.stdin:
+        fn = runner.train if line.strip() == "train" else runner.evaluate
+        print(json.dumps(timed_words_per_sec(fn, inputs, targets)), flush=True)
+    print(json.dumps({"peak_rss_mib": peak_rss_mib()}), flush=True)
+
+
+class Worker:
+    """A `worker` subprocess; `ask` sends a line and returns its JSON answer."""
+
+    def __init__(self, peer: str, shape: str, batches: int):
+        cmd = [sys.executable, __file__, f"--worker={peer}", f"--shapes={shape}"]
+        cmd += [f"--batches={batches}"]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ready = self.answer()
+
+    def answer(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark worker {self.proc.args} exited: {self.proc.wait()}")
+        return json.loads(line)
+
+    def ask(self, line: str):
+        time.sleep(PAUSE_S)
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.answer()
+
+    def close(self) -> dict:
+        self.proc.stdin.close()
+        last = self.answer()
+        self.proc.wait()
+        return last
+
+
+def throughput(shape: str, windows: int, batches: int, peers: list[str]) -> dict:
+    """Median words/s of each peer's train and eval, one process per peer, taking turns
+    window by window; with each peer's start-up time, peak memory and (ours) the matmul
+    peak."""
+    workers = {peer: Worker(peer, shape, batches) for peer in peers}  # one warms up at a time
+    rates = {(peer, mode): [] for peer in peers for mode in ("train", "eval")}
+    for _ in range(windows):
+        for peer, w in workers.items():
+            for mode in ("train", "eval"):
+                rates[peer, mode].append(w.ask(mode))
+    result = {f"{peer}_{mode}": float(np.median(r)) for (peer, mode), r in rates.items()}
+    for peer, w in workers.items():
+        result.update({f"{peer}_{k}": v for k, v in {**w.ready, **w.close()}.items()})
+    return result
+
+
+def torch_version() -> str | None:
+    """PyTorch's version, asked of a subprocess (this one stays free of it); None if absent."""
+    cmd = [sys.executable, "-c", "import torch; print(torch.__version__)"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 def main() -> None:
@@ -199,31 +247,21 @@ def main() -> None:
     parser.add_argument("--shapes", default="small,medium")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--batches", type=int, default=0, help="per window; 0 = by shape")
-    parser.add_argument("--probe", choices=["ours", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["ours", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.probe:
-        return startup_probe(args.probe, args.shapes)
+    if args.worker:
+        return worker(args.worker, args.shapes, args.batches or BATCHES[args.shapes])
 
-    peers = {"ours": Ours}
-    try:
-        import torch
-
-        peers["torch"] = Torch
-        torch_version = torch.__version__
-    except ImportError:
-        torch_version = None
-    peak = matmul_peak_gflops()
-    print(f"JAX {jax.__version__} on {jax.devices()}; PyTorch {torch_version}")
-    print(f"matmul peak (JAX, 2000^3 float32): {peak:.0f} GFLOP/s\n")
+    version = torch_version()
+    peers = ["ours", "torch"] if version else ["ours"]
+    print(f"PyTorch {version}; each peer in its own process")
     header = "shape    mode   ours w/s  torch w/s  ours/torch  ours % of peak"
-    print(header)
-    results = {"matmul_peak_gflops": peak, "jax": jax.__version__, "torch": torch_version}
+    results = {"torch": version}
     for shape in args.shapes.split(","):
-        batches = args.batches or {"small": 40, "medium": 8, "large": 3}[shape]
-        r = throughput(shape, args.windows, batches, peers)
-        for name in peers:
-            r.update({f"{name}_{k}": v for k, v in probe(name, shape).items()})
+        r = throughput(shape, args.windows, args.batches or BATCHES[shape], peers)
         results[shape] = r
+        peak = r["ours_matmul_peak_gflops"]
+        print(f"\n{shape}: matmul peak (JAX, 2000^3 float32) {peak:.0f} GFLOP/s\n{header}")
         ceiling = peak * 1e9 / flops_per_word(SHAPES[shape][0])
         for mode in ("train", "eval"):
             ours, theirs = r[f"ours_{mode}"], r.get(f"torch_{mode}", float("nan"))

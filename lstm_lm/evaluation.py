@@ -16,6 +16,10 @@ import numpy as np
 from lstm_lm import data, model, parallel
 from lstm_lm.config import ConfigError
 
+# Time steps per loop iteration of the forward pass (model.lstm_layer): all of a batch's
+# steps up to this many, which keeps the compiled program small for long batches.
+EVAL_UNROLL = 64
+
 
 def eval_pass(
     params: dict,
@@ -28,7 +32,7 @@ def eval_pass(
     """(summed cost over all N batches, final carry), the carry threaded through."""
 
     def body(carry, batch):
-        cost, carry = model.cost_fn(params, cfg, carry, *batch)
+        cost, carry = model.cost_fn(params, cfg, carry, *batch, unroll=EVAL_UNROLL)
         return carry, cost
 
     carry, costs_N = jax.lax.scan(body, carry, (inputs_NxBxT, targets_NxBxT))

@@ -144,12 +144,18 @@ def lstm_layer(
     x_TxBxH: jax.Array,
     forget_bias: float,
     length: jax.Array | None = None,
+    unroll: int | bool = 1,
 ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
     """Run one layer over time with `lax.scan`; returns (final (c, h), outputs_TxBxH).
 
     With `length` (an int32 scalar, at most T) the steps from `length` on are padding:
     the carry is held there, so the final carry is the one after `length` steps, and their
-    outputs are not to be used."""
+    outputs are not to be used.
+
+    `unroll`: time steps per loop iteration (`lax.scan`'s; True = all T). Evaluation
+    unrolls: on CPU its forward pass ran 10-13% faster so (small and medium shapes).
+    Training keeps 1: unrolled, it was no faster and compiled 4-9x slower
+    (experiments/benchmark/README.md)."""
     xw_TxBx4H = x_TxBxH @ layer["w_x"] + layer["b"]
 
     def step(carry, xw_Bx4H):
@@ -157,14 +163,15 @@ def lstm_layer(
         return carry, carry[1]
 
     if length is None:
-        return jax.lax.scan(step, carry, xw_TxBx4H)
+        return jax.lax.scan(step, carry, xw_TxBx4H, unroll=unroll)
 
     def masked_step(carry, xw_and_t):
         xw_Bx4H, t = xw_and_t
         new_carry, h_BxH = step(carry, xw_Bx4H)
         return jax.tree.map(lambda n, o: jnp.where(t < length, n, o), new_carry, carry), h_BxH
 
-    return jax.lax.scan(masked_step, carry, (xw_TxBx4H, jnp.arange(len(xw_TxBx4H))))
+    steps = (xw_TxBx4H, jnp.arange(len(xw_TxBx4H)))
+    return jax.lax.scan(masked_step, carry, steps, unroll=unroll)
 
 
 def dropout(key: jax.Array | None, x: jax.Array, keep_prob: float) -> jax.Array:
@@ -210,6 +217,7 @@ def layer_outputs(
     inputs_BxT: jax.Array,
     dropout_key: jax.Array | None = None,
     length: jax.Array | None = None,
+    unroll: int | bool = 1,
 ) -> tuple[jax.Array, jax.Array, Carry]:
     """(raw_TxBxH, dropped_TxBxH, new carry): the last layer's outputs (time-major) before
     and after its output dropout. Dropout acts only when `dropout_key` is given:
@@ -220,7 +228,7 @@ def layer_outputs(
       on the embedding output (`dropout_input`), between layers (`dropout_hidden`) and on
       the last layer's output (`dropout_output`), and `weight_drop` on each `w_h`.
 
-    `length`: see lstm_layer.
+    `length`, `unroll`: see lstm_layer.
     """
     L = cfg.num_layers
     site_keys, word_key, w_keys = [None] * (L + 1), None, [None] * L
@@ -240,7 +248,9 @@ def layer_outputs(
     new_carry = []
     for i, (layer, layer_carry) in enumerate(zip(params["lstm"], carry)):
         layer = {**layer, "w_h": weight_drop(w_keys[i], layer["w_h"], cfg.weight_drop)}
-        layer_carry, raw_TxBxH = lstm_layer(layer, layer_carry, x_TxBxH, cfg.forget_bias, length)
+        layer_carry, raw_TxBxH = lstm_layer(
+            layer, layer_carry, x_TxBxH, cfg.forget_bias, length, unroll
+        )
         x_TxBxH = drop(i + 1, raw_TxBxH)
         new_carry.append(layer_carry)
     return raw_TxBxH, x_TxBxH, new_carry
@@ -252,10 +262,13 @@ def hidden_states(
     carry: Carry,
     inputs_BxT: jax.Array,
     dropout_key: jax.Array | None = None,
+    unroll: int | bool = 1,
 ) -> tuple[jax.Array, Carry]:
     """The last layer's outputs [T, B, H_L] (time-major, after dropout when `dropout_key`
-    is given) and the new carry."""
-    _, outputs_TxBxH, carry = layer_outputs(params, cfg, carry, inputs_BxT, dropout_key)
+    is given) and the new carry. `unroll`: see lstm_layer."""
+    _, outputs_TxBxH, carry = layer_outputs(
+        params, cfg, carry, inputs_BxT, dropout_key, unroll=unroll
+    )
     return outputs_TxBxH, carry
 
 
@@ -270,9 +283,10 @@ def forward(
     carry: Carry,
     inputs_BxT: jax.Array,
     dropout_key: jax.Array | None = None,
+    unroll: int | bool = 1,
 ) -> tuple[jax.Array, Carry]:
-    """Logits [T, B, V] (time-major) and the new carry."""
-    outputs_TxBxH, carry = hidden_states(params, cfg, carry, inputs_BxT, dropout_key)
+    """Logits [T, B, V] (time-major) and the new carry. `unroll`: see lstm_layer."""
+    outputs_TxBxH, carry = hidden_states(params, cfg, carry, inputs_BxT, dropout_key, unroll)
     return logits(params, outputs_TxBxH), carry
 
 
@@ -322,7 +336,9 @@ def cost_fn(
     inputs_BxT: jax.Array,
     targets_BxT: jax.Array,
     dropout_key: jax.Array | None = None,
+    unroll: int | bool = 1,
 ) -> tuple[jax.Array, Carry]:
-    """(cost, new carry) for one batch; differentiable in `params`."""
-    logits_TxBxV, carry = forward(params, cfg, carry, inputs_BxT, dropout_key)
+    """(cost, new carry) for one batch; differentiable in `params`. `unroll`: see
+    lstm_layer."""
+    logits_TxBxV, carry = forward(params, cfg, carry, inputs_BxT, dropout_key, unroll)
     return sequence_cost(logits_TxBxV, targets_BxT), carry

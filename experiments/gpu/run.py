@@ -35,15 +35,8 @@ TRAIN_WORDS = 929_589  # PTB's training split, words + <eos>
 MEDIUM_EPOCHS = 39
 
 
-def peers() -> dict:
-    found = {"ours": benchmark.Ours}
-    try:
-        import torch  # noqa: F401
-
-        found["torch"] = benchmark.Torch
-    except ImportError:
-        pass
-    return found
+def peers() -> list[str]:
+    return ["ours", "torch"] if benchmark.torch_version() else ["ours"]
 
 
 def device_line() -> str:
