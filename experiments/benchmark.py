@@ -1,14 +1,12 @@
 """Training and evaluation throughput: lstm_lm's jitted steps against PyTorch's nn.LSTM.
 
-    python experiments/benchmark.py [--shapes=small,medium] [--windows=5]
+    python experiments/benchmark.py [--shapes=small,medium] [--windows=10]
 
 Both sides run the same model (embedding, stacked LSTM, softmax layer), batch, steps,
 cost (cross-entropy summed over time, averaged over the batch), gradient clipping and
 SGD, on random token ids. Each side runs in a process of its own that imports only its
-own framework, as a user's would: with PyTorch imported into the same process, JAX's
-small-config training ran ~17% slower on our CPU (experiments/benchmark/README.md). The
-two processes take turns, one timed window each after a pause (PAUSE_S), after a
-warm-up; medians are reported.
+own framework, as a user's would. After a warm-up the two processes take turns, one
+timed window each; medians are reported, and the median ratio of neighbouring windows.
 PyTorch is optional (`pip install -e ".[bench]"`); without it only our numbers are
 printed. Each process also reports its start-up time (process start to the first trained
 batch, imports and compilation included) and its peak resident memory.
@@ -32,10 +30,7 @@ SHAPES = {  # name: (hidden_size, num_steps, max_grad_norm); 2 layers, batch 20,
     "large": (1500, 35, 10.0),
 }
 VOCAB, LAYERS, BATCH = 10_000, 2, 20
-BATCHES = {"tiny": 2, "small": 40, "medium": 8, "large": 3}  # per timed window, by default
-# Idle time before each window: right after a window, the machine is still busy for a while
-# (both peers ran 10-15% slower in the window that followed the other's without it).
-PAUSE_S = 1.0
+BATCHES = {"tiny": 2, "small": 20, "medium": 4, "large": 2}  # per timed window, by default
 
 
 def flops_per_word(hidden: int) -> float:
@@ -62,10 +57,13 @@ class Ours:
         config.optim.max_grad_norm = max_grad_norm
         config.train.update(num_steps=num_steps, batch_size=BATCH)
         self.cfg = config_lib.model_config(config, VOCAB)
+        mesh = parallel.make_mesh(1)
         self.state, _, self.train_fn, self.eval_fn = train.create_training(
-            config, self.cfg, steps_per_epoch=10**6, mesh=parallel.make_mesh(1)
+            config, self.cfg, steps_per_epoch=10**6, mesh=mesh
         )
-        self.carry = model.zero_carry(self.cfg, BATCH)
+        # Placed as the trainer places it: an uncommitted carry would make the second call
+        # compile again, for the sharding the first call's output carry has.
+        self.carry = parallel.put_carry(model.zero_carry(self.cfg, BATCH), mesh)
 
     def train(self, inputs_NxBxT, targets_NxBxT) -> float:
         self.state, self.carry, metrics_N, _ = self.train_fn(
@@ -207,7 +205,6 @@ class Worker:
         return json.loads(line)
 
     def ask(self, line: str):
-        time.sleep(PAUSE_S)
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
         return self.answer()
@@ -220,16 +217,23 @@ class Worker:
 
 
 def throughput(shape: str, windows: int, batches: int, peers: list[str]) -> dict:
-    """Median words/s of each peer's train and eval, one process per peer, taking turns
-    window by window; with each peer's start-up time, peak memory and (ours) the matmul
-    peak."""
+    """Median words/s of each peer's train and eval, one process per peer. In each round
+    the peers take turns, one window each, train then eval, the first peer alternating
+    from round to round. With two peers, `{mode}_ratio` is the median over rounds of
+    ours / torch within the round: on a shared machine whose speed drifts by 10-15% over
+    minutes, the pairs of neighbouring windows compare more fairly than the two medians.
+    Also each peer's start-up time, peak memory and (ours) the matmul peak."""
     workers = {peer: Worker(peer, shape, batches) for peer in peers}  # one warms up at a time
     rates = {(peer, mode): [] for peer in peers for mode in ("train", "eval")}
-    for _ in range(windows):
-        for peer, w in workers.items():
-            for mode in ("train", "eval"):
-                rates[peer, mode].append(w.ask(mode))
+    for round_ in range(windows):
+        for mode in ("train", "eval"):
+            for peer in peers[round_ % 2 :] + peers[: round_ % 2]:
+                rates[peer, mode].append(workers[peer].ask(mode))
     result = {f"{peer}_{mode}": float(np.median(r)) for (peer, mode), r in rates.items()}
+    if len(peers) == 2:
+        for mode in ("train", "eval"):
+            ratios = np.divide(rates["ours", mode], rates["torch", mode])
+            result[f"{mode}_ratio"] = float(np.median(ratios))
     for peer, w in workers.items():
         result.update({f"{peer}_{k}": v for k, v in {**w.ready, **w.close()}.items()})
     return result
@@ -245,7 +249,7 @@ def torch_version() -> str | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", default="small,medium")
-    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--windows", type=int, default=10, help="rounds")
     parser.add_argument("--batches", type=int, default=0, help="per window; 0 = by shape")
     parser.add_argument("--worker", choices=["ours", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -255,7 +259,7 @@ def main() -> None:
     version = torch_version()
     peers = ["ours", "torch"] if version else ["ours"]
     print(f"PyTorch {version}; each peer in its own process")
-    header = "shape    mode   ours w/s  torch w/s  ours/torch  ours % of peak"
+    header = "shape    mode   ours w/s  torch w/s  ours/torch  ours % of peak  (ratio of medians)"
     results = {"torch": version}
     for shape in args.shapes.split(","):
         r = throughput(shape, args.windows, args.batches or BATCHES[shape], peers)
@@ -265,10 +269,11 @@ def main() -> None:
         ceiling = peak * 1e9 / flops_per_word(SHAPES[shape][0])
         for mode in ("train", "eval"):
             ours, theirs = r[f"ours_{mode}"], r.get(f"torch_{mode}", float("nan"))
+            ratio = r.get(f"{mode}_ratio", float("nan"))
             fraction = ours / ceiling if mode == "train" else ours / (3 * ceiling)
             print(
-                f"{shape:8} {mode:5} {ours:9.0f} {theirs:10.0f} {ours / theirs:11.2f}"
-                f" {100 * fraction:14.0f}%"
+                f"{shape:8} {mode:5} {ours:9.0f} {theirs:10.0f} {ratio:11.2f}"
+                f" {100 * fraction:14.0f}%  ({ours / theirs:.2f})"
             )
         for name in peers:
             print(

@@ -474,21 +474,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
                 save(state, zero_carry(), progress)
                 if stop:
                     raise Interrupted(stop[0], step)
+        test_start = time.perf_counter()
         test_ppl = evaluate_on(
             optim.eval_params(state),
             corpus.test,
             config.eval.test_batch_size,
             config.eval.test_num_steps,
         )
+        test_seconds = time.perf_counter() - test_start
         reporter.test(test_ppl, checkpoints.step_of(state))
     finally:
         reporter.close()
         mngr.close()
     logging.info(
-        "test perplexity %.2f (batch %d, steps %d)",
+        "test perplexity %.2f (batch %d, steps %d; %.1fs)",
         test_ppl,
         config.eval.test_batch_size,
         config.eval.test_num_steps,
+        test_seconds,
     )
     last = progress.history[-1]
     fixed_words = steps_per_epoch * num_steps * batch_size  # records from before "words"
@@ -496,6 +499,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
         train_perplexity=last["train_perplexity"],
         valid_perplexity=last["valid_perplexity"],
         test_perplexity=test_ppl,
+        test_seconds=test_seconds,  # the test pass, compilation included
         step=checkpoints.step_of(state),
         total_seconds=wall_before + time.perf_counter() - process_start,
         # Training alone (compilation included), evaluation excluded.

@@ -179,12 +179,15 @@ def test_the_awd_objective_is_the_token_mean_plus_ar_and_tar():
     assert float(value) == pytest.approx(want, rel=1e-5)
 
 
-def test_the_carry_after_a_padded_batch_is_the_carry_after_its_real_steps():
+@pytest.mark.parametrize("unroll", [1, 4])
+def test_the_carry_after_a_padded_batch_is_the_carry_after_its_real_steps(unroll):
     cfg = awd_cfg(num_layers=2)
     params, inputs, _ = setup(cfg, steps=10)
     carry = model.zero_carry(cfg, 4)
     padded = np.where(np.arange(10) < 7, inputs, 0)
-    raw_pad, _, carry_pad = model.layer_outputs(params, cfg, carry, padded, None, jnp.int32(7))
+    raw_pad, _, carry_pad = model.layer_outputs(
+        params, cfg, carry, padded, None, jnp.int32(7), unroll
+    )
     raw_real, _, carry_real = model.layer_outputs(params, cfg, carry, inputs[:, :7])
     for got, want in zip(jax.tree.leaves(carry_pad), jax.tree.leaves(carry_real)):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

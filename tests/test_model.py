@@ -82,10 +82,13 @@ def test_cell_matches_numpy_basic_lstm_cell(forget_bias):
     np.testing.assert_allclose(got_h, want_h, rtol=1e-5, atol=1e-6)
 
 
+# The time loop one step per iteration (training), unrolled whole (evaluation), and in
+# blocks of 3 of the 4 steps, which leaves a remainder.
+@pytest.mark.parametrize("unroll", [1, True, 3])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_forward_cost_and_carry_match_numpy_loop(shape):
+def test_forward_cost_and_carry_match_numpy_loop(shape, unroll):
     cfg, params, carry, inputs, targets = tiny_setup(**SHAPES[shape])
-    cost, new_carry = model.cost_fn(params, cfg, carry, inputs, targets)
+    cost, new_carry = model.cost_fn(params, cfg, carry, inputs, targets, unroll=unroll)
     want_cost, want_carry = numpy_cost(params, carry, inputs, targets)
     np.testing.assert_allclose(cost, want_cost, rtol=1e-5)
     assert len(new_carry) == len(want_carry) == cfg.num_layers
@@ -136,6 +139,46 @@ def assert_gradients_match_finite_differences(value_fn, params64, per_leaf, eps=
                 shifted.append(value_fn(jax.tree.unflatten(treedef, new)))
             numeric = (shifted[0] - shifted[1]) / (2 * eps)
             np.testing.assert_allclose(grad[idx], numeric, rtol=1e-5, atol=1e-8)
+
+
+def autodiff_layer(layer, carry, x_TxBxI, forget_bias, length):
+    """The layer as a plain lax.scan of the cell, left to JAX's autodiff: the reference
+    for model.recurrence's hand-written backward pass."""
+
+    def step(carry, xw_and_t):
+        xw, t = xw_and_t
+        new = model.lstm_cell(layer["w_h"], carry, xw, forget_bias)
+        real = True if length is None else t < length
+        return jax.tree.map(lambda n, o: jnp.where(real, n, o), new, carry), new[1]
+
+    xw_TxBx4H = x_TxBxI @ layer["w_x"] + layer["b"]
+    return jax.lax.scan(step, carry, (xw_TxBx4H, jnp.arange(len(xw_TxBx4H))))
+
+
+@pytest.mark.parametrize("length", [None, 4])  # 4 of 6 steps: two padding steps
+def test_layer_vjp_matches_autodiff_of_the_plain_scan(length):
+    T, B, D, H = 6, 3, 4, 5  # D: the input size
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.PRNGKey(3), 8)
+        normal = lambda k, shape: 0.7 * jax.random.normal(k, shape, jnp.float64)  # noqa: E731
+        layer = {"w_x": normal(keys[0], (D, 4 * H)), "w_h": normal(keys[1], (H, 4 * H))}
+        layer["b"] = normal(keys[2], (4 * H,))
+        carry = (normal(keys[3], (B, H)), normal(keys[4], (B, H)))
+        x = normal(keys[5], (T, B, D))
+        # Cotangents for every output: the final (c, h) and each step's h.
+        d_out = ((normal(keys[6], (B, H)), normal(keys[7], (B, H))), normal(keys[0], (T, B, H)))
+        length = None if length is None else jnp.int32(length)
+
+        def pullback(fn):
+            out, vjp = jax.vjp(lambda *a: fn(*a, 0.8, length), layer, carry, x)
+            return out, vjp(d_out)
+
+        got_out, got_grads = pullback(model.lstm_layer)
+        want_out, want_grads = pullback(autodiff_layer)
+    for got, want in zip(jax.tree.leaves(got_out), jax.tree.leaves(want_out)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    for got, want in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
 def test_scan_over_t_equals_two_halves_with_carry_passed_through():

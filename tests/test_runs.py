@@ -84,6 +84,7 @@ def test_training_writes_metrics_results_events_curve_and_checkpoints(trained):
     assert all(e["words"] == steps_per_epoch * 20 * 2 and not e["averaged"] for e in epochs)
     assert results["step"] == 2 * steps_per_epoch
     assert 1 < results["test_perplexity"] < 100  # vocabulary is 42: near uniform, not blown up
+    assert 0 < results["test_seconds"] < results["total_seconds"]
 
     png = (workdir / "learning_curve.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (600, 400)
