@@ -30,7 +30,7 @@ SHAPES = {  # name: (hidden_size, num_steps, max_grad_norm); 2 layers, batch 20,
     "large": (1500, 35, 10.0),
 }
 VOCAB, LAYERS, BATCH = 10_000, 2, 20
-BATCHES = {"tiny": 2, "small": 20, "medium": 4, "large": 2}  # per timed window, by default
+BATCHES = {"tiny": 2, "small": 40, "medium": 8, "large": 3}  # per timed window, by default
 
 
 def flops_per_word(hidden: int) -> float:
