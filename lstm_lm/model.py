@@ -175,7 +175,7 @@ def recurrence(w_h, carry, xw_TxBx4H, real_T, forget_bias, unroll=1):
     computes dL/dw_h step by step: a [H, B] @ [B, 4H] matmul and an add into an [H, 4H]
     sum at every step. Here the backward loop computes only the gates' gradients and
     dL/dh, and dL/dw_h is one [H, T*B] @ [T*B, 4H] matmul after it: a medium-sized
-    training step ran 11% faster on CPU (experiments/benchmark/README.md)."""
+    training step ran 5-11% faster on CPU (experiments/benchmark/README.md)."""
     return _scan_cells(w_h, carry, xw_TxBx4H, real_T, forget_bias, unroll)[0]
 
 
@@ -235,7 +235,7 @@ def lstm_layer(
     outputs are not to be used.
 
     `unroll`: time steps per loop iteration (`lax.scan`'s; True = all T). Evaluation
-    unrolls: on CPU its forward pass ran 10-13% faster so (small and medium shapes).
+    unrolls: on CPU its forward pass ran 13-19% faster so (small and medium shapes).
     Training keeps 1: unrolled, it was no faster and compiled 4-9x slower
     (experiments/benchmark/README.md)."""
     xw_TxBx4H = x_TxBxH @ layer["w_x"] + layer["b"]
