@@ -468,7 +468,8 @@ def test_evaluate_and_score_with_the_cache_and_dynamic_evaluation(trained, tmp_p
     nothing = ["--cache_window=9", "--cache_lambda=0", "--dynamic_eval", "--dynamic_lr=0"]
     idle = run_main(tmp_path, *score, *nothing, "--dynamic_rule=sgd", config=None)
     assert plain.returncode == 0 and idle.returncode == 0, idle.stderr
-    assert json.loads(idle.stdout)["perplexity"] == json.loads(plain.stdout)["perplexity"]
+    plain_ppl = json.loads(plain.stdout)["perplexity"]  # its loop unrolled, adaptive's not
+    assert json.loads(idle.stdout)["perplexity"] == pytest.approx(plain_ppl, rel=1e-6)
 
     bad = run_main(tmp_path, *score, "--cache_window=9", "--cache_lambda=1.5", config=None)
     assert bad.returncode == 1 and "--cache_lambda must be in [0, 1), got 1.5" in bad.stderr
