@@ -51,7 +51,6 @@ class Ours:
         from lstm_lm import config as config_lib
         from lstm_lm import model, parallel, train
 
-        self.model = model
         config = config_lib.default_config()
         config.model.update(hidden_size=hidden, keep_prob=keep_prob, num_layers=LAYERS)
         config.optim.max_grad_norm = max_grad_norm
@@ -64,6 +63,7 @@ class Ours:
         # Placed as the trainer places it: an uncommitted carry would make the second call
         # compile again, for the sharding the first call's output carry has.
         self.carry = parallel.put_carry(model.zero_carry(self.cfg, BATCH), mesh)
+        self.eval_carry = model.zero_carry(self.cfg, BATCH)  # each pass starts from it
 
     def train(self, inputs_NxBxT, targets_NxBxT) -> float:
         self.state, self.carry, metrics_N, _ = self.train_fn(
@@ -72,7 +72,7 @@ class Ours:
         return float(metrics_N["cross_entropy"].sum())
 
     def evaluate(self, inputs_NxBxT, targets_NxBxT) -> float:
-        carry = self.model.zero_carry(self.cfg, BATCH)
+        carry = self.eval_carry
         return float(self.eval_fn(self.state.params, carry, inputs_NxBxT, targets_NxBxT)[0])
 
 

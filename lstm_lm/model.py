@@ -239,7 +239,7 @@ def lstm_layer(
     Training keeps 1: unrolled, it was no faster and compiled 4-9x slower
     (experiments/benchmark/README.md)."""
     xw_TxBx4H = x_TxBxH @ layer["w_x"] + layer["b"]
-    real_T = None if length is None else jnp.arange(len(xw_TxBx4H)) < length
+    real_T = step_mask(len(xw_TxBx4H), length)
     return recurrence(layer["w_h"], carry, xw_TxBx4H, real_T, forget_bias, unroll)
 
 
