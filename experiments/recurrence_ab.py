@@ -2,9 +2,9 @@
 
     python experiments/recurrence_ab.py [--shapes=small,medium] [--rounds=4]
 
-- "vjp": lstm_lm as it is: `model.recurrence`, whose backward pass is written out
+- "vjp": lstm_lm as it is: `cells.recurrence`, whose backward pass is written out
   (gate gradients in the loop, dL/dw_h as one matmul after it);
-- "autodiff": the same loop as a plain `lax.scan` of `model.lstm_cell`, differentiated
+- "autodiff": the same loop as a plain `lax.scan` of `cells.lstm_cell`, differentiated
   by JAX (dL/dw_h summed step by step inside the backward loop), as before;
 - "vjp unrolled" / "autodiff unrolled": the same with all time steps unrolled.
 
@@ -22,7 +22,7 @@ import benchmark
 import jax
 import numpy as np
 
-from lstm_lm import evaluation, model
+from lstm_lm import cells, evaluation, model
 
 LSTM_LAYER, EVAL_UNROLL = model.lstm_layer, evaluation.EVAL_UNROLL
 
@@ -34,7 +34,7 @@ def autodiff_layer(layer, carry, x_TxBxH, forget_bias, length=None, unroll=1):
     xw_TxBx4H = x_TxBxH @ layer["w_x"] + layer["b"]
 
     def step(carry, xw_Bx4H):
-        carry = model.lstm_cell(layer["w_h"], carry, xw_Bx4H, forget_bias)
+        carry = cells.lstm_cell(layer["w_h"], carry, xw_Bx4H, forget_bias)
         return carry, carry[1]
 
     return jax.lax.scan(step, carry, xw_TxBx4H, unroll=unroll)

@@ -6,6 +6,9 @@ A workdir holds
     vocab.txt            the vocabulary, one word per line, in id order
     checkpoints/<step>/  orbax: "state" (TrainState: step, params, optimizer state,
                          dropout key) and "carry" ((c, h) per layer), plus "progress" as JSON
+    best/<epoch>/        with train.test_weights="best": the weights of the epoch with the
+                         best validation perplexity so far ("params"), and that epoch's
+                         record ("record", JSON); apart from the rolling checkpoints
 
 `Progress` is where the loop stands: the epoch in progress, how many of its batches
 are done and their summed cost, and the records of the finished epochs. A save inside
@@ -38,6 +41,9 @@ MUST_MATCH = (
     "model.hidden_sizes",
     "model.embedding_size",
     "model.tie_embeddings",
+    "model.cell",
+    "model.mogrifier_rounds",
+    "model.mogrifier_rank",
     "train.batch_size",
     "train.num_steps",
     "train.max_batches_per_epoch",
@@ -45,6 +51,8 @@ MUST_MATCH = (
     "train.finetune_from",
     "optim.nonmono",  # whether the optimizer state holds an average
     "optim.weight_decay",
+    "optim.name",  # the optimizer state's shape
+    "train.test_weights",  # "best": the best epoch's weights are kept from the start
 )
 
 
@@ -205,6 +213,54 @@ def restore(mngr: ocp.CheckpointManager, state, carry, step: int | None = None):
             "from before the softmax weight became [V, H], say), train in a new workdir."
         ) from e
     return restored["state"], restored["carry"], progress
+
+
+def best_manager(workdir: pathlib.Path) -> ocp.CheckpointManager:
+    """The best-validation weights under workdir/best/<epoch>, only the latest kept."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=1, enable_async_checkpointing=False, cleanup_tmp_directories=True
+    )
+    return ocp.CheckpointManager(workdir.resolve() / "best", options=options)
+
+
+def save_best(mngr: ocp.CheckpointManager, params, record: dict) -> None:
+    """Keep `params` as the best weights, with their epoch's `record` (from the history),
+    unless that epoch is already saved: a resumed run that repeats the epoch after a
+    crash computes the same weights. Every process calls this."""
+    if mngr.latest_step() == record["epoch"]:
+        return
+    mngr.save(
+        record["epoch"],
+        args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params), record=ocp.args.JsonSave(record)
+        ),
+    )
+    logging.info(
+        "saved the best weights so far: epoch %d, valid perplexity %.2f",
+        record["epoch"],
+        record["valid_perplexity"],
+    )
+
+
+def restore_best(mngr: ocp.CheckpointManager, params):
+    """(params, record) of the best weights, or None when none were saved. `params` gives
+    the tree structure, shapes and dtypes."""
+    epoch = mngr.latest_step()
+    if epoch is None:
+        return None
+    try:
+        restored = mngr.restore(
+            epoch,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(_abstract(params)), record=ocp.args.JsonRestore()
+            ),
+        )
+    except Exception as e:  # as in `restore`
+        raise CheckpointError(
+            f"The best weights in {mngr.directory / str(epoch)} are unreadable "
+            f"({type(e).__name__}: {e})."
+        ) from e
+    return restored["params"], restored["record"]
 
 
 def _abstract(tree):

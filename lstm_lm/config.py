@@ -57,6 +57,11 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.dropout_output = 0.0  # dropout: locked dropout on the last layer's output
     config.model.dropout_embedding = 0.0  # dropoute: whole words dropped from the embedding
     config.model.weight_drop = 0.0  # wdrop: DropConnect on each hidden-to-hidden matrix
+    # The Mogrifier LSTM (Melis et al. 2020); the comment names lamb's flag.
+    config.model.cell = "lstm"  # "lstm" or "mogrifier": see lstm_lm/cells.py
+    config.model.mogrifier_rounds = 0  # feature_mask_rounds: R rounds of gating x and h
+    config.model.mogrifier_rank = 0  # feature_mask_rank: rounds' matrices as rank-k products
+    config.model.cap_input_gate = False  # cap_input_gate: c = f*c + min(1 - f, i)*j
 
     config.optim = ml_collections.ConfigDict()
     config.optim.learning_rate = 1.0  # TF: learning_rate
@@ -70,6 +75,12 @@ def default_config() -> ml_collections.ConfigDict:
     config.optim.tar_beta = 0.0  # beta: TAR, mean square of its raw step-to-step change
     config.optim.weight_decay = 0.0  # wdecay: L2, added to the clipped gradient
     config.optim.nonmono = 0  # nonmono: NT-ASGD's window; 0 = plain SGD throughout
+    # Today's recipes (lamb's optimizer_type; AWD's --optimizer and --when).
+    config.optim.name = "sgd"  # "sgd" or "adam" (lamb's "rmsprop" is adam with b1 = 0)
+    config.optim.b1 = 0.9  # adam: decay of the gradient's running mean
+    config.optim.b2 = 0.999  # adam: decay of its squares' running mean
+    config.optim.eps = 1e-8  # adam: added to the root of the latter
+    config.optim.lr_drop_epochs = ()  # --when: the learning rate / 10 after each of these
 
     config.train = ml_collections.ConfigDict()
     config.train.num_epochs = 13  # TF: max_max_epoch
@@ -83,6 +94,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.random_lengths = False  # AWD's variable BPTT around num_steps (data.py)
     config.train.length_bucket = 5  # random lengths are padded up to a multiple of this
     config.train.finetune_from = ""  # a trained run's workdir: fine-tune its weights (AWD)
+    config.train.test_weights = "last"  # test the "last" weights or the "best" on valid
 
     config.eval = ml_collections.ConfigDict()
     config.eval.valid_batch_size = 0  # 0 = train.batch_size; the valid pass's steps: num_steps
@@ -120,6 +132,9 @@ NON_NEGATIVE = (
     "optim.weight_decay",
     "optim.nonmono",
     "eval.valid_batch_size",
+    "model.mogrifier_rounds",
+    "model.mogrifier_rank",
+    "optim.eps",
 )
 RATES = (  # drop probabilities, in [0, 1)
     "model.dropout_input",
@@ -129,6 +144,9 @@ RATES = (  # drop probabilities, in [0, 1)
     "model.weight_drop",
 )
 INITS = ("uniform", "awd")
+CELLS = ("lstm", "mogrifier")
+OPTIMIZERS = ("sgd", "adam")
+TEST_WEIGHTS = ("last", "best")
 
 
 def get(config: ml_collections.ConfigDict, key: str):
@@ -165,10 +183,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(
                 f"config.{key} is a drop probability in [0, 1), got {get(config, key)!r}."
             )
-    if config.model.init not in INITS:
-        raise ConfigError(
-            f"config.model.init must be one of {', '.join(INITS)}, got {config.model.init!r}."
-        )
+    for key, choices in [
+        ("model.init", INITS),
+        ("model.cell", CELLS),
+        ("optim.name", OPTIMIZERS),
+        ("train.test_weights", TEST_WEIGHTS),
+    ]:
+        if get(config, key) not in choices:
+            raise ConfigError(
+                f"config.{key} must be one of {', '.join(choices)}, got {get(config, key)!r}."
+            )
+    for key in ("optim.b1", "optim.b2"):
+        check_number(key, get(config, key), 0, strict=False)
+        if get(config, key) >= 1.0:
+            raise ConfigError(f"config.{key} is a decay rate in [0, 1), got {get(config, key)!r}.")
+    validate_lr_drops(config.optim.lr_drop_epochs)
     if config.data.name not in (*data.DATASETS, "dir"):
         names = ", ".join(sorted([*data.DATASETS, "dir"]))
         raise ConfigError(f"config.data.name must be one of {names}, got {config.data.name!r}.")
@@ -177,6 +206,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "config.data.name='dir' needs config.data.data_dir: the folder of your text."
         )
     validate_model(config.model)
+    validate_cell(config.model)
     validate_devices(config.train)
 
 
@@ -198,6 +228,43 @@ def validate_model(model_config: ml_collections.ConfigDict) -> None:
                 f"equal the embedding size ({embedding_size}): set config.model.hidden_sizes "
                 "so that the last one equals config.model.embedding_size."
             )
+
+
+def validate_cell(model_config: ml_collections.ConfigDict) -> None:
+    """The Mogrifier's keys: set only for its cell, with a rank that factorises."""
+    for key in ("mogrifier_rounds", "mogrifier_rank"):
+        value = model_config[key]
+        if value and model_config.cell != "mogrifier":
+            raise ConfigError(
+                f"config.model.{key}={value} is an option of the Mogrifier cell, but "
+                f"config.model.cell={model_config.cell!r}: set config.model.cell='mogrifier' "
+                f"or config.model.{key}=0."
+            )
+    sizes = tuple(model_config.hidden_sizes) or (model_config.hidden_size,) * (
+        model_config.num_layers
+    )
+    inputs = (model_config.embedding_size or sizes[0], *sizes[:-1])
+    smallest = min(min(i, h) for i, h in zip(inputs, sizes))
+    if model_config.mogrifier_rounds and model_config.mogrifier_rank > smallest:
+        raise ConfigError(
+            f"config.model.mogrifier_rank={model_config.mogrifier_rank} is larger than the "
+            f"smallest matrix it factorises ({smallest} wide: the layers' inputs {inputs} "
+            f"and sizes {sizes}); use a rank of at most {smallest}, or 0 for full matrices."
+        )
+
+
+def validate_lr_drops(epochs) -> None:
+    epochs = tuple(epochs)
+    for epoch in epochs:
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0:
+            raise ConfigError(
+                f"config.optim.lr_drop_epochs={epochs}: each must be an epoch number >= 1, "
+                f"got {epoch!r}."
+            )
+    if list(epochs) != sorted(set(epochs)):
+        raise ConfigError(
+            f"config.optim.lr_drop_epochs={epochs} must be increasing, each epoch once."
+        )
 
 
 def validate_devices(train: ml_collections.ConfigDict) -> None:

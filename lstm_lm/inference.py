@@ -29,14 +29,17 @@ class Run:
 
 
 def load_run(workdir: pathlib.Path, step: int | None = None) -> Run:
-    """The parameters of checkpoint `step` (default: the latest) with the run's config
-    and vocabulary; CheckpointError when the workdir holds no usable checkpoint."""
+    """The parameters of checkpoint `step` with the run's config and vocabulary; by
+    default the weights the run tests: the latest checkpoint's, or for
+    `train.test_weights="best"` the best-validation ones (workdir/best). CheckpointError
+    when the workdir holds no usable checkpoint."""
     config, vocab = checkpoints.load_config(workdir), checkpoints.load_vocab(workdir)
     cfg = config_lib.model_config(config, len(vocab))
     optimizer, _ = optim.from_config(config, steps_per_epoch=1)
     state_shapes = jax.eval_shape(lambda: optim.initial_state(config.seed, cfg, optimizer))
     carry_shapes = jax.eval_shape(lambda: model.zero_carry(cfg, config.train.batch_size))
     mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
+    restored_step = step
     try:
         restored = checkpoints.restore(mngr, state_shapes, carry_shapes, step)
     finally:
@@ -44,9 +47,27 @@ def load_run(workdir: pathlib.Path, step: int | None = None) -> Run:
     if restored is None:
         raise checkpoints.CheckpointError(f"{workdir} has no checkpoint yet.")
     state, _, _ = restored
-    step = checkpoints.step_of(state)
+    params, step = optim.eval_params(state), checkpoints.step_of(state)
     logging.info("Loaded %s at step %d.", workdir, step)
-    return Run(config, cfg, optim.eval_params(state), vocab, step)
+    if restored_step is None and config.train.test_weights == "best":
+        params, record = load_best(workdir, params)
+        logging.info("Using its best-validation weights, of epoch %d.", record["epoch"])
+    logging.info("%d parameters.", model.parameter_count(params))
+    return Run(config, cfg, params, vocab, step)
+
+
+def load_best(workdir: pathlib.Path, params: dict) -> tuple[dict, dict]:
+    """(params, record) of the run's best-validation weights; `params` gives the shapes."""
+    mngr = checkpoints.best_manager(workdir)
+    try:
+        best = checkpoints.restore_best(mngr, params)
+    finally:
+        mngr.close()
+    if best is None:
+        raise checkpoints.CheckpointError(
+            f"{workdir} has no best-validation weights (best/) yet: no epoch has finished."
+        )
+    return best
 
 
 def evaluate_run(

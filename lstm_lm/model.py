@@ -1,5 +1,6 @@
-"""The Zaremba et al. (2014) LSTM language model and AWD-LSTM's regularisers (Merity et
-al. 2017) as pure functions.
+"""The Zaremba et al. (2014) LSTM language model, AWD-LSTM's regularisers (Merity et
+al. 2017) and the Mogrifier LSTM (Melis et al. 2020) as pure functions; the cells and
+their loops over time are in `cells`.
 
 Parameters are a plain pytree, for an embedding of size E and layers of sizes H_1..H_L
 (each layer's input is the previous layer's output, the first's the embedding):
@@ -14,16 +15,18 @@ matmul outside the recurrence. The softmax weight is TF's `softmax_w` transposed
 per word, like the embedding. In that layout XLA's CPU backend runs a small-config training
 step about 12% faster (experiments/benchmark/README.md); logits are `h @ w.T`. With
 `tie_embeddings` (Press & Wolf 2017; Inan et al. 2017) the embedding is that weight: one
-array, whose gradient sums both uses; it needs H_L == E.
+array, whose gradient sums both uses; it needs H_L == E. A Mogrifier layer (`cell =
+"mogrifier"`, R >= 1 rounds) also holds its rounds' matrices under "mogrifier" (see cells).
 
 The recurrent carry is a list with one (c_BxH, h_BxH) pair per layer.
 """
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
+
+from lstm_lm import cells
 
 Carry = list[tuple[jax.Array, jax.Array]]  # per layer: (c_BxH, h_BxH)
 
@@ -48,6 +51,10 @@ class ModelConfig:
     dropout_output: float = 0.0  # AWD's dropout: locked dropout on the last layer's output
     dropout_embedding: float = 0.0  # AWD's dropoute: whole words of the embedding
     weight_drop: float = 0.0  # AWD's wdrop: DropConnect on each w_h, one mask per batch
+    cell: str = "lstm"  # "lstm" or "mogrifier" (lstm_lm/cells.py)
+    mogrifier_rounds: int = 0  # R: rounds of gating x and h before each step; 0 = the LSTM
+    mogrifier_rank: int = 0  # k: each round's matrix as [., k] @ [k, .]; 0 = full matrices
+    cap_input_gate: bool = False  # lamb's: the input gate capped at 1 - the forget gate
 
     def __post_init__(self):  # a list (from config.json, say) would not be hashable
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
@@ -87,6 +94,10 @@ def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
     params = jax.tree.unflatten(treedef, values)
     if cfg.init == "awd":
         params = awd_init(jax.random.fold_in(key, 1), params)
+    if cfg.cell == "mogrifier" and cfg.mogrifier_rounds:
+        params = mogrifier_init(
+            jax.random.fold_in(key, 2), params, cfg.mogrifier_rounds, cfg.mogrifier_rank
+        )
     if not cfg.tie_embeddings:
         params["softmax"]["w"] = params["softmax"]["w"].T
     return params
@@ -108,6 +119,43 @@ def awd_init(key: jax.Array, params: dict) -> dict:
     return {**params, "lstm": lstm, "softmax": softmax}
 
 
+def mogrifier_init(key: jax.Array, params: dict, rounds: int, rank: int) -> dict:
+    """`params` with each layer's Mogrifier rounds added (their layout: lstm_lm/cells.py),
+    drawn from their own key so that the LSTM's weights are those of the plain model.
+
+    As lamb: zero biases, and with a rank k each factor ~ N(0, s^2) truncated at 2s with
+    s = (1 / (fan_in * k)) ** (1/4), so that their product has the variance 1 / fan_in of a
+    matrix drawn directly. A full matrix is drawn at that variance (truncated normal,
+    s = fan_in ** -1/2); lamb leaves it to the cell's default initializer."""
+
+    def normal(k, shape, scale):
+        return scale * jax.random.truncated_normal(k, -2.0, 2.0, shape, jnp.float32)
+
+    lstm = []
+    for layer, layer_key in zip(params["lstm"], jax.random.split(key, len(params["lstm"]))):
+        in_size, H = layer["w_x"].shape[0], layer["w_h"].shape[0]
+        layer_rounds = []
+        for r, round_key in enumerate(jax.random.split(layer_key, rounds)):
+            fan_in, fan_out = (H, in_size) if r % 2 == 0 else (in_size, H)  # 1: x by h
+            k_u, k_v = jax.random.split(round_key)
+            if rank:
+                scale = (fan_in * rank) ** -0.25
+                weights = {
+                    "u": normal(k_u, (fan_in, rank), scale),
+                    "v": normal(k_v, (rank, fan_out), scale),
+                }
+            else:
+                weights = {"w": normal(k_u, (fan_in, fan_out), fan_in**-0.5)}
+            layer_rounds.append({**weights, "b": jnp.zeros((fan_out,), jnp.float32)})
+        lstm.append({**layer, "mogrifier": layer_rounds})
+    return {**params, "lstm": lstm}
+
+
+def parameter_count(params: dict) -> int:
+    """The number of trainable numbers in `params` (a tied matrix counts once)."""
+    return sum(leaf.size for leaf in jax.tree.leaves(params))
+
+
 def softmax_weight(params: dict) -> jax.Array:
     """[V, H_L]: the softmax's own weight, or the embedding when they are tied."""
     return params["softmax"].get("w", params["embedding"])
@@ -121,114 +169,19 @@ def zero_carry(cfg: ModelConfig, batch_size: int) -> Carry:
     ]
 
 
-def cell_activations(
-    w_h: jax.Array, carry: tuple[jax.Array, jax.Array], xw_Bx4H: jax.Array, forget_bias: float
-) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
-    """One step of TF's BasicLSTMCell: ((c', h'), acts_Bx4H). `xw_Bx4H` is x @ w_x + b,
-    already computed.
-
-    Gates, in this order along the last axis: i (input), j (candidate), f (forget),
-    o (output); `acts` holds them after their nonlinearities, for the backward pass:
-        acts = [sigmoid(i), tanh(j), sigmoid(f + forget_bias), sigmoid(o)]
-        c' = c * sigmoid(f + forget_bias) + sigmoid(i) * tanh(j)
-        h' = tanh(c') * sigmoid(o)
-    """
-    c_BxH, h_BxH = carry
-    gates_Bx4H = xw_Bx4H + h_BxH @ w_h
-    i, j, f, o = jnp.split(gates_Bx4H, 4, axis=-1)
-    i, j, f, o = jax.nn.sigmoid(i), jnp.tanh(j), jax.nn.sigmoid(f + forget_bias), jax.nn.sigmoid(o)
-    c_BxH = c_BxH * f + i * j
-    h_BxH = jnp.tanh(c_BxH) * o
-    return (c_BxH, h_BxH), jnp.concatenate([i, j, f, o], axis=-1)
-
-
-def lstm_cell(
-    w_h: jax.Array, carry: tuple[jax.Array, jax.Array], xw_Bx4H: jax.Array, forget_bias: float
-) -> tuple[jax.Array, jax.Array]:
-    """One step of TF's BasicLSTMCell: (c', h'); see cell_activations."""
-    return cell_activations(w_h, carry, xw_Bx4H, forget_bias)[0]
-
-
-def _scan_cells(w_h, carry, xw_TxBx4H, real_T, forget_bias, unroll):
-    """The recurrence's forward loop: ((final (c, h), h_TxBxH), what its backward needs:
-    each step's activations and incoming (c, h)). Steps where `real_T` is False hold the
-    carry (None: all steps are real)."""
-
-    def step(carry, xw_and_real):
-        xw_Bx4H, real = xw_and_real
-        new_carry, acts_Bx4H = cell_activations(w_h, carry, xw_Bx4H, forget_bias)
-        h_BxH = new_carry[1]
-        if real is not None:
-            new_carry = jax.tree.map(lambda n, o: jnp.where(real, n, o), new_carry, carry)
-        return new_carry, (h_BxH, (acts_Bx4H, *carry))
-
-    carry, (h_TxBxH, saved) = jax.lax.scan(step, carry, (xw_TxBx4H, real_T), unroll=unroll)
-    return (carry, h_TxBxH), saved
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def recurrence(w_h, carry, xw_TxBx4H, real_T, forget_bias, unroll=1):
-    """One layer's loop over time: (final (c, h), h_TxBxH), given xw = x @ w_x + b for
-    every step. Steps where `real_T` [T] is False hold the carry (None: all are real).
-
-    Its gradient is written out (below) rather than left to autodiff of the scan, which
-    computes dL/dw_h step by step: a [H, B] @ [B, 4H] matmul and an add into an [H, 4H]
-    sum at every step. Here the backward loop computes only the gates' gradients and
-    dL/dh, and dL/dw_h is one [H, T*B] @ [T*B, 4H] matmul after it: a medium-sized
-    training step ran 5-11% faster on CPU (experiments/benchmark/README.md)."""
-    return _scan_cells(w_h, carry, xw_TxBx4H, real_T, forget_bias, unroll)[0]
-
-
-def _recurrence_fwd(w_h, carry, xw_TxBx4H, real_T, forget_bias, unroll):
-    outputs, saved = _scan_cells(w_h, carry, xw_TxBx4H, real_T, forget_bias, unroll)
-    return outputs, (w_h, real_T, saved)
-
-
-def _recurrence_bwd(forget_bias, unroll, residuals, cotangents):
-    """Back through the steps, last to first, with the chain rule of cell_activations;
-    at padding steps the carry's cotangent passes through unchanged."""
-    w_h, real_T, (acts_TxBx4H, c_in_TxBxH, h_in_TxBxH) = residuals
-    d_carry, dh_out_TxBxH = cotangents
-
-    def step(d_carry, saved):
-        acts_Bx4H, c_in_BxH, dh_out_BxH, real = saved
-        dc, dh = d_carry
-        held = (0.0, 0.0)
-        if real is not None:  # the carry after a padding step is the carry before it
-            held = (jnp.where(real, 0.0, dc), jnp.where(real, 0.0, dh))
-            dc, dh = jnp.where(real, dc, 0.0), jnp.where(real, dh, 0.0)
-        i, j, f, o = jnp.split(acts_Bx4H, 4, axis=-1)
-        tanh_c = jnp.tanh(c_in_BxH * f + i * j)
-        dh = dh + dh_out_BxH
-        dc = dc + dh * o * (1.0 - tanh_c**2)
-        d_gates_Bx4H = jnp.concatenate(
-            [dc * j * i * (1.0 - i), dc * i * (1.0 - j**2), dc * c_in_BxH * f * (1.0 - f)]
-            + [dh * tanh_c * o * (1.0 - o)],
-            axis=-1,
-        )
-        d_carry = (dc * f + held[0], d_gates_Bx4H @ w_h.T + held[1])
-        return d_carry, d_gates_Bx4H
-
-    saved = (acts_TxBx4H, c_in_TxBxH, dh_out_TxBxH, real_T)
-    d_carry, d_gates_TxBx4H = jax.lax.scan(step, d_carry, saved, reverse=True, unroll=unroll)
-    H = h_in_TxBxH.shape[-1]
-    d_w_h = h_in_TxBxH.reshape(-1, H).T @ d_gates_TxBx4H.reshape(-1, 4 * H)
-    return d_w_h, d_carry, d_gates_TxBx4H, None
-
-
-recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
-
-
 def lstm_layer(
     layer: dict,
     carry: tuple[jax.Array, jax.Array],
-    x_TxBxH: jax.Array,
+    x_TxBxI: jax.Array,
     forget_bias: float,
     length: jax.Array | None = None,
     unroll: int | bool = 1,
+    cap_input_gate: bool = False,
 ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
-    """Run one layer over time; returns (final (c, h), outputs_TxBxH). The input
-    projection of all T steps is one matmul; the loop (`recurrence`) holds the rest.
+    """Run one layer over time; returns (final (c, h), outputs_TxBxH). The plain LSTM
+    takes the fast path: the input projection of all T steps is one matmul and the loop
+    (`cells.recurrence`) has its gradient written out. A Mogrifier layer (one with
+    "mogrifier" rounds) or the capped input gate runs `cells.cell_scan`.
 
     With `length` (an int32 scalar, at most T) the steps from `length` on are padding:
     the carry is held there, so the final carry is the one after `length` steps, and their
@@ -238,9 +191,11 @@ def lstm_layer(
     unrolls: on CPU its forward pass ran 13-19% faster so (small and medium shapes).
     Training keeps 1: unrolled, it was no faster and compiled 4-9x slower
     (experiments/benchmark/README.md)."""
-    xw_TxBx4H = x_TxBxH @ layer["w_x"] + layer["b"]
-    real_T = step_mask(len(xw_TxBx4H), length)
-    return recurrence(layer["w_h"], carry, xw_TxBx4H, real_T, forget_bias, unroll)
+    real_T = step_mask(len(x_TxBxI), length)
+    if "mogrifier" in layer or cap_input_gate:
+        return cells.cell_scan(layer, carry, x_TxBxI, real_T, forget_bias, cap_input_gate, unroll)
+    xw_TxBx4H = x_TxBxI @ layer["w_x"] + layer["b"]
+    return cells.recurrence(layer["w_h"], carry, xw_TxBx4H, real_T, forget_bias, unroll)
 
 
 def dropout(key: jax.Array | None, x: jax.Array, keep_prob: float) -> jax.Array:
@@ -318,7 +273,7 @@ def layer_outputs(
     for i, (layer, layer_carry) in enumerate(zip(params["lstm"], carry)):
         layer = {**layer, "w_h": weight_drop(w_keys[i], layer["w_h"], cfg.weight_drop)}
         layer_carry, raw_TxBxH = lstm_layer(
-            layer, layer_carry, x_TxBxH, cfg.forget_bias, length, unroll
+            layer, layer_carry, x_TxBxH, cfg.forget_bias, length, unroll, cfg.cap_input_gate
         )
         x_TxBxH = drop(i + 1, raw_TxBxH)
         new_carry.append(layer_carry)

@@ -1,6 +1,6 @@
 """The optimizer and the state it updates: TF's staircase schedule, gradient clipping by
-the global norm, plain SGD (`optax.chain(clip_by_global_norm, sgd(schedule))`), and the
-TrainState that a step takes and returns and a checkpoint holds.
+the global norm, plain SGD (`optax.chain(clip_by_global_norm, sgd(schedule))`) or Adam,
+and the TrainState that a step takes and returns and a checkpoint holds.
 
 AWD-LSTM's additions, each off by default: weight decay (added to the clipped gradient,
 as torch.optim.SGD's `weight_decay`), the learning rate scaled per step by the batch's
@@ -28,13 +28,22 @@ class TrainState:
 
 
 def lr_schedule(
-    learning_rate: float, lr_decay: float, full_lr_epochs: int, steps_per_epoch: int
+    learning_rate: float,
+    lr_decay: float,
+    full_lr_epochs: int,
+    steps_per_epoch: int,
+    drop_epochs: tuple[int, ...] = (),
 ) -> optax.Schedule:
-    """TF's staircase: epoch i (from 0) uses lr * lr_decay ** max(i + 1 - full_lr_epochs, 0)."""
+    """TF's staircase: epoch i (from 0) uses lr * lr_decay ** max(i + 1 - full_lr_epochs, 0),
+    divided by 10 once more after each epoch of `drop_epochs` (AWD's --when, epochs
+    counted from 1: drop_epochs=(3,) trains epochs 1-3 at lr and 4 on at lr / 10)."""
 
     def schedule(step):
         epoch = step // steps_per_epoch
-        return learning_rate * lr_decay ** jnp.maximum(epoch + 1 - full_lr_epochs, 0)
+        lr = learning_rate * lr_decay ** jnp.maximum(epoch + 1 - full_lr_epochs, 0)
+        if drop_epochs:
+            lr = lr * 0.1 ** jnp.sum(epoch >= jnp.asarray(drop_epochs))
+        return lr
 
     return schedule
 
@@ -87,15 +96,27 @@ def make_optimizer(
     weight_decay: float = 0.0,
     length_scaled: bool = False,
     averaging: bool = False,
+    adam: dict | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    """clip -> [+ weight_decay * params] -> [x length_scale] -> SGD -> [average]. The
-    optional parts are left out when off, so the state of the plain chain is unchanged."""
+    """clip -> [+ weight_decay * params] -> [x length_scale] -> SGD -> [average], or with
+    `adam` (its b1, b2, eps) clip -> [+ weight_decay * params] -> Adam -> [x length_scale]
+    -> [average]: the length scales the learning rate in both, which for Adam's normalised
+    step means after it. The optional parts are left out when off, so the state of the
+    plain chain is unchanged.
+
+    Adam is optax's (Kingma & Ba's bias-corrected form, eps added to sqrt(v_hat)); TF's
+    AdamOptimizer, which lamb uses, adds eps before the bias correction of v instead.
+    Weight decay with Adam is L2 on the gradient, as torch.optim.Adam's `weight_decay`
+    and lamb's `l2_penalty`, not AdamW's decoupled decay."""
     parts = [optax.clip_by_global_norm(max_grad_norm)]
     if weight_decay:
         parts.append(optax.add_decayed_weights(weight_decay))
-    if length_scaled:
-        parts.append(scale_by_length())
-    parts.append(optax.sgd(schedule))
+    if adam is None:
+        parts += [scale_by_length()] if length_scaled else []
+        parts.append(optax.sgd(schedule))
+    else:
+        parts.append(optax.adam(schedule, **adam))
+        parts += [scale_by_length()] if length_scaled else []
     if averaging:
         parts.append(average_iterates())
     return optax.chain(*parts)
@@ -139,18 +160,25 @@ def initial_state(seed: int, cfg: model.ModelConfig, optimizer) -> TrainState:
 
 
 def from_config(config: ml_collections.ConfigDict, steps_per_epoch: int):
-    """(optimizer, schedule) of the config's `optim` group; it averages when NT-ASGD is on
-    (`optim.nonmono`) or the run fine-tunes (`train.finetune_from`), and scales by length
-    with AWD's variable BPTT (`train.random_lengths`)."""
+    """(optimizer, schedule) of the config's `optim` group: SGD or Adam (`optim.name`);
+    it averages when NT-ASGD is on (`optim.nonmono`) or the run fine-tunes
+    (`train.finetune_from`), and scales by length with AWD's variable BPTT
+    (`train.random_lengths`)."""
     optim = config.optim
     schedule = lr_schedule(
-        optim.learning_rate, optim.lr_decay, optim.full_lr_epochs, steps_per_epoch
+        optim.learning_rate,
+        optim.lr_decay,
+        optim.full_lr_epochs,
+        steps_per_epoch,
+        tuple(optim.lr_drop_epochs),
     )
+    adam = dict(b1=optim.b1, b2=optim.b2, eps=optim.eps) if optim.name == "adam" else None
     optimizer = make_optimizer(
         optim.max_grad_norm,
         schedule,
         weight_decay=optim.weight_decay,
         length_scaled=config.train.random_lengths,
         averaging=optim.nonmono > 0 or bool(config.train.finetune_from),
+        adam=adam,
     )
     return optimizer, schedule

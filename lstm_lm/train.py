@@ -330,7 +330,8 @@ def finetune_start(state: optim.TrainState, config, cfg, vocab, mesh) -> optim.T
     `train.finetune_from` (its average, when it was averaging), a fresh optimizer state,
     averaging on from the first step."""
     source = inference.load_run(pathlib.Path(config.train.finetune_from))
-    shape = ("layer_sizes", "input_size", "tie_embeddings", "vocab_size")
+    shape = ("layer_sizes", "input_size", "tie_embeddings", "vocab_size", "cell")
+    shape += ("mogrifier_rounds", "mogrifier_rank")
     if [getattr(source.cfg, k) for k in shape] != [getattr(cfg, k) for k in shape]:
         raise config_lib.ConfigError(
             f"config.train.finetune_from={config.train.finetune_from!r} holds a model of "
@@ -388,6 +389,27 @@ def nonmonotone(history: list[dict], nonmono: int) -> bool:
     return nonmono > 0 and len(before) > nonmono and latest > min(before[:-nonmono])
 
 
+def is_best(history: list[dict]) -> bool:
+    """Whether the latest epoch has the lowest validation perplexity so far."""
+    *before, latest = [r["valid_perplexity"] for r in history]
+    return not before or latest < min(before)
+
+
+def tested_weights(state: optim.TrainState, history: list[dict], best_mngr) -> tuple:
+    """(params, record): the weights to test and their epoch's record. Without a
+    `best_mngr` (train.test_weights="last") the last epoch's, else the best-validation
+    weights kept in the workdir."""
+    if best_mngr is None:
+        return optim.eval_params(state), history[-1]
+    best = checkpoints.restore_best(best_mngr, optim.eval_params(state))
+    if best is None:
+        raise checkpoints.CheckpointError(
+            f"{best_mngr.directory} holds no best-validation weights, though "
+            "train.test_weights='best' keeps them after every epoch."
+        )
+    return best
+
+
 def finetune_done(history: list[dict], config: ml_collections.ConfigDict) -> bool:
     """Fine-tuning stops, as AWD's finetune.py, once validation is non-monotone."""
     return bool(config.train.finetune_from and history) and nonmonotone(
@@ -423,6 +445,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
         return parallel.put_carry(model.zero_carry(cfg, batch_size), mesh)
 
     mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
+    best_mngr = checkpoints.best_manager(workdir) if config.train.test_weights == "best" else None
+    logging.info("%d parameters", model.parameter_count(state.params))
     carry, progress = zero_carry(), checkpoints.Progress()
     if restored := checkpoints.restore(mngr, state, carry):
         state, carry, progress = restored
@@ -451,7 +475,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
                     logging.info("Validation is non-monotone: fine-tuning is done.")
                     break
                 # Schedule -> train (from a checkpoint's batch) -> validate -> record ->
-                # NT-ASGD's switch (or fine-tuning's stop) -> save.
+                # [keep the best weights] -> NT-ASGD's switch (or fine-tuning's stop) -> save.
                 layout = epoch_layout(train_BxL, config, epoch)
                 carry = carry if progress.batch else zero_carry()
                 lr = float(schedule((epoch - 1) * steps_per_epoch))
@@ -466,6 +490,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
                 progress = next_epoch(
                     progress, epoch, lr, valid_ppl, valid_seconds, layout, averaged
                 )
+                if best_mngr and is_best(progress.history):
+                    checkpoints.save_best(best_mngr, optim.eval_params(state), progress.history[-1])
                 if not averaged and nonmonotone(progress.history, config.optim.nonmono):
                     logging.info("NT-ASGD: validation is non-monotone; averaging from now on.")
                     state = optim.start_averaging(state)
@@ -475,8 +501,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
                 if stop:
                     raise Interrupted(stop[0], step)
         test_start = time.perf_counter()
+        test_params, tested = tested_weights(state, progress.history, best_mngr)
         test_ppl = evaluate_on(
-            optim.eval_params(state),
+            test_params,
             corpus.test,
             config.eval.test_batch_size,
             config.eval.test_num_steps,
@@ -486,19 +513,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
     finally:
         reporter.close()
         mngr.close()
+        if best_mngr:
+            best_mngr.close()
     logging.info(
-        "test perplexity %.2f (batch %d, steps %d; %.1fs)",
+        "test perplexity %.2f (%s weights, epoch %d; batch %d, steps %d; %.1fs)",
         test_ppl,
+        config.train.test_weights,
+        tested["epoch"],
         config.eval.test_batch_size,
         config.eval.test_num_steps,
         test_seconds,
     )
-    last = progress.history[-1]
     fixed_words = steps_per_epoch * num_steps * batch_size  # records from before "words"
     results = dict(
-        train_perplexity=last["train_perplexity"],
-        valid_perplexity=last["valid_perplexity"],
+        # The tested weights' epoch: the last, or with test_weights="best" the best.
+        train_perplexity=tested["train_perplexity"],
+        valid_perplexity=tested["valid_perplexity"],
         test_perplexity=test_ppl,
+        test_weights=config.train.test_weights,
+        test_epoch=tested["epoch"],
         test_seconds=test_seconds,  # the test pass, compilation included
         step=checkpoints.step_of(state),
         total_seconds=wall_before + time.perf_counter() - process_start,

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lstm_lm import model
+from lstm_lm import cells, model
 
 
 def sigmoid(x):
@@ -77,7 +77,7 @@ def test_cell_matches_numpy_basic_lstm_cell(forget_bias):
     c, h, x = (rng.normal(size=(batch, hidden)).astype(np.float32) for _ in range(3))
     want_c, want_h = numpy_basic_lstm_cell(kernel, bias, c, h, x, forget_bias)
     w_x, w_h = kernel[:in_size], kernel[in_size:]
-    got_c, got_h = model.lstm_cell(w_h, (c, h), x @ w_x + bias, forget_bias)
+    got_c, got_h = cells.lstm_cell(w_h, (c, h), x @ w_x + bias, forget_bias)
     np.testing.assert_allclose(got_c, want_c, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got_h, want_h, rtol=1e-5, atol=1e-6)
 
@@ -143,11 +143,11 @@ def assert_gradients_match_finite_differences(value_fn, params64, per_leaf, eps=
 
 def autodiff_layer(layer, carry, x_TxBxI, forget_bias, length):
     """The layer as a plain lax.scan of the cell, left to JAX's autodiff: the reference
-    for model.recurrence's hand-written backward pass."""
+    for cells.recurrence's hand-written backward pass."""
 
     def step(carry, xw_and_t):
         xw, t = xw_and_t
-        new = model.lstm_cell(layer["w_h"], carry, xw, forget_bias)
+        new = cells.lstm_cell(layer["w_h"], carry, xw, forget_bias)
         real = True if length is None else t < length
         return jax.tree.map(lambda n, o: jnp.where(real, n, o), new, carry), new[1]
 

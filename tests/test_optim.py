@@ -1,0 +1,144 @@
+"""Adam and the learning-rate drops against numpy written from their definitions; the
+Mogrifier's and the optimizer's keys refused by name."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lstm_lm import config as config_lib
+from lstm_lm import optim
+
+
+def numpy_adam(grads_seq, params, lr, b1, b2, eps, max_norm, weight_decay):
+    """Kingma & Ba's Algorithm 1 in float64, on the gradient clipped to `max_norm` (global
+    norm) plus weight_decay * params, one list of arrays per step."""
+    params = [np.asarray(p, np.float64) for p in params]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    for t, grads in enumerate(grads_seq, start=1):
+        grads = [np.asarray(g, np.float64) for g in grads]
+        norm = np.sqrt(sum(np.sum(g**2) for g in grads))
+        grads = [g * min(1.0, max_norm / norm) + weight_decay * p for g, p in zip(grads, params)]
+        m = [b1 * m_ + (1 - b1) * g for m_, g in zip(m, grads)]
+        v = [b2 * v_ + (1 - b2) * g**2 for v_, g in zip(v, grads)]
+        m_hat = [m_ / (1 - b1**t) for m_ in m]
+        v_hat = [v_ / (1 - b2**t) for v_ in v]
+        params = [p - lr * mh / (np.sqrt(vh) + eps) for p, mh, vh in zip(params, m_hat, v_hat)]
+    return params
+
+
+@pytest.mark.parametrize("b1", [0.0, 0.9])  # 0: lamb's "rmsprop"
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_adam_steps_match_numpy_adam(b1, weight_decay):
+    rng = np.random.default_rng(0)
+    params = {
+        "a": rng.normal(size=(3, 4)).astype(np.float32),
+        "b": rng.normal(size=5).astype(np.float32),
+    }
+    grads_seq = [
+        {
+            "a": rng.normal(size=(3, 4)).astype(np.float32) * s,
+            "b": rng.normal(size=5).astype(np.float32) * s,
+        }
+        for s in (0.1, 3.0, 1.0, 0.01, 2.0)  # 3.0 and 2.0 are clipped
+    ]
+    lr, b2, eps, max_norm = 0.01, 0.99, 1e-6, 4.0
+    schedule = optim.lr_schedule(lr, 1.0, 1, steps_per_epoch=10)
+    opt = optim.make_optimizer(
+        max_norm, schedule, weight_decay=weight_decay, adam=dict(b1=b1, b2=b2, eps=eps)
+    )
+    state, got = opt.init(params), params
+    for grads in grads_seq:
+        updates, state = opt.update(grads, state, got)
+        got = jax.tree.map(lambda p, u: p + u, got, updates)
+    want = numpy_adam(
+        [[g["a"], g["b"]] for g in grads_seq],
+        [params["a"], params["b"]],
+        lr,
+        b1,
+        b2,
+        eps,
+        max_norm,
+        weight_decay,
+    )
+    np.testing.assert_allclose(got["a"], want[0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got["b"], want[1], rtol=1e-5, atol=1e-7)
+
+
+def test_adam_with_lengths_scales_its_step_by_the_length():
+    params = {"w": jnp.ones(3)}
+    grads = {"w": jnp.array([0.5, -1.0, 2.0])}
+    opt = optim.make_optimizer(
+        10.0, lambda step: 0.1, length_scaled=True, adam=dict(b1=0.9, b2=0.999, eps=1e-8)
+    )
+    plain, _ = opt.update(grads, opt.init(params), params)
+    scaled, _ = opt.update(grads, opt.init(params), params, length_scale=1.5)
+    np.testing.assert_allclose(scaled["w"], 1.5 * plain["w"], rtol=1e-6)
+    np.testing.assert_allclose(plain["w"], -0.1 * np.sign(grads["w"]), rtol=1e-5)  # step 1
+
+
+def test_learning_rate_drops_by_ten_after_each_given_epoch():
+    steps_per_epoch = 5
+    schedule = optim.lr_schedule(2.0, 1.0, 1, steps_per_epoch=steps_per_epoch, drop_epochs=(2, 4))
+    want = {1: 2.0, 2: 2.0, 3: 0.2, 4: 0.2, 5: 0.02, 6: 0.02}  # epochs counted from 1
+    for epoch, lr in want.items():
+        for step in ((epoch - 1) * steps_per_epoch, epoch * steps_per_epoch - 1):
+            assert float(schedule(step)) == pytest.approx(lr, rel=1e-6)
+    staircase = optim.lr_schedule(1.0, 0.5, 2, steps_per_epoch=1, drop_epochs=(1,))
+    assert [float(staircase(e)) for e in range(3)] == pytest.approx([1.0, 0.1, 0.05])
+
+
+def test_the_config_builds_adam_and_the_drops():
+    config = config_lib.default_config()
+    config.optim.update(name="adam", b1=0.0, learning_rate=1e-3, lr_decay=1.0)
+    config.optim.lr_drop_epochs = (3,)
+    optimizer, schedule = optim.from_config(config, steps_per_epoch=4)
+    assert float(schedule(11)) == pytest.approx(1e-3) and float(schedule(12)) == pytest.approx(1e-4)
+    state = optimizer.init({"w": jnp.zeros(2)})
+    assert any(
+        type(s).__name__ == "ScaleByAdamState"
+        for s in jax.tree.leaves(state, is_leaf=lambda s: type(s).__name__ == "ScaleByAdamState")
+    )
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("model.mogrifier_rounds", -1, r"config.model.mogrifier_rounds must be >= 0, got -1"),
+        ("model.mogrifier_rank", -2, r"config.model.mogrifier_rank must be >= 0"),
+        ("model.cell", "gru", r"config.model.cell must be one of lstm, mogrifier, got 'gru'"),
+        ("optim.name", "adagrad", r"config.optim.name must be one of sgd, adam, got 'adagrad'"),
+        ("optim.b1", 1.0, r"config.optim.b1 is a decay rate in \[0, 1\)"),
+        ("optim.b2", -0.5, r"config.optim.b2 must be >= 0"),
+        ("optim.lr_drop_epochs", (5, 3), r"lr_drop_epochs=\(5, 3\) must be increasing"),
+        ("optim.lr_drop_epochs", (2, 2), r"lr_drop_epochs=\(2, 2\) must be increasing"),
+        ("optim.lr_drop_epochs", (0, 3), r"each must be an epoch number >= 1, got 0"),
+        ("train.test_weights", "first", r"config.train.test_weights must be one of last, best"),
+    ],
+)
+def test_bad_optimizer_and_cell_values_are_refused_by_name(key, value, message):
+    config = config_lib.default_config()
+    config.model.cell = "mogrifier" if key.startswith("model.mogrifier") else config.model.cell
+    group, name = key.split(".")
+    config[group][name] = value
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate(config)
+
+
+@pytest.mark.parametrize(
+    "model_overrides, message",
+    [
+        (dict(mogrifier_rounds=5), r"mogrifier_rounds=5 is an option of the Mogrifier cell, but "),
+        (dict(mogrifier_rank=4), r"mogrifier_rank=4 is an option of the Mogrifier cell"),
+        (
+            dict(cell="mogrifier", mogrifier_rounds=2, mogrifier_rank=7, hidden_sizes=(8, 6)),
+            r"mogrifier_rank=7 is larger than the smallest matrix it factorises \(6 wide",
+        ),
+    ],
+)
+def test_mogrifier_options_that_cannot_apply_are_refused(model_overrides, message):
+    config = config_lib.default_config()
+    config.model.update(model_overrides)
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate(config)
