@@ -229,6 +229,8 @@ def save_best(mngr: ocp.CheckpointManager, params, record: dict) -> None:
     crash computes the same weights. Every process calls this."""
     if mngr.latest_step() == record["epoch"]:
         return
+    for later in [e for e in mngr.all_steps() if e > record["epoch"]]:  # a rewound run's
+        mngr.delete(later)
     mngr.save(
         record["epoch"],
         args=ocp.args.Composite(

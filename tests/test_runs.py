@@ -80,6 +80,8 @@ def test_training_writes_metrics_results_events_curve_and_checkpoints(trained):
     assert epochs[1]["lr"] == pytest.approx(0.5)  # ptb_tiny: decay starts after epoch 1
     results = json.loads((workdir / "results.json").read_text())
     assert results["valid_perplexity"] == epochs[-1]["valid_perplexity"]
+    assert (results["test_weights"], results["test_epoch"]) == ("last", 2)  # the default
+    assert not (workdir / "best").exists()
     steps_per_epoch = (3600 // 20 - 1) // 2  # 400 lines of 9 words, batch 20, 2 steps
     assert all(e["words"] == steps_per_epoch * 20 * 2 and not e["averaged"] for e in epochs)
     assert results["step"] == 2 * steps_per_epoch
@@ -102,6 +104,7 @@ def test_training_writes_metrics_results_events_curve_and_checkpoints(trained):
     assert len(steps) == 3 and steps[-1] == results["step"]  # keep_checkpoints = 3
     assert len(re.findall(r"epoch 2 +\d+% perplexity", proc.stderr)) == 10  # one per ~10%
     assert "test perplexity" in proc.stderr
+    assert re.search(r"\] 250 parameters", proc.stderr)  # V = 42, 1x2: 84 + 16 + 16 + 8 + 126
 
 
 def test_a_rerun_of_the_same_shapes_takes_every_compiled_step_from_the_cache(trained):
