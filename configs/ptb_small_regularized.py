@@ -50,6 +50,7 @@ def get_config():
     config.train.num_steps = 35
     config.train.steps_per_call = 10
     config.eval.valid_batch_size = 10
+    config.train.test_weights = "best"  # AWD tests the best-validation weights
     config.eval.test_batch_size = 1
     config.eval.test_num_steps = 35
     return config
