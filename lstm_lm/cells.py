@@ -155,6 +155,7 @@ def mogrify(rounds: list[dict], x_BxI: jax.Array, h_BxH: jax.Array) -> tuple[jax
 
 def cell_step(
     layer: dict,
+    w_xh: jax.Array,
     carry: tuple[jax.Array, jax.Array],
     x_BxI: jax.Array,
     forget_bias: float,
@@ -162,20 +163,23 @@ def cell_step(
 ) -> tuple[jax.Array, jax.Array]:
     """One step of the layer's cell, whichever it is: (c', h'). With `layer["mogrifier"]`
     the Mogrifier LSTM (the LSTM step on the mogrified x and h; the cell state c is not
-    gated), else the LSTM; `cap_input_gate`: see lstm_update."""
+    gated), else the LSTM; `cap_input_gate`: see lstm_update. `w_xh` [I + H, 4H] is
+    concat([w_x, w_h]): the gates are one matmul of concat([x, h]), which ran 5% faster
+    than two on CPU (experiments/mogrifier/)."""
     c_BxH, h_BxH = carry
     x_BxI, h_BxH = mogrify(layer.get("mogrifier", []), x_BxI, h_BxH)
-    gates_Bx4H = x_BxI @ layer["w_x"] + layer["b"] + h_BxH @ layer["w_h"]
+    gates_Bx4H = jnp.concatenate([x_BxI, h_BxH], axis=-1) @ w_xh + layer["b"]
     return lstm_update(c_BxH, gates_Bx4H, forget_bias, cap_input_gate)[0]
 
 
 def cell_scan(layer, carry, x_TxBxI, real_T, forget_bias, cap_input_gate=False, unroll=1):
     """`cell_step` over time, differentiated by autodiff: (final (c, h), h_TxBxH). Steps
     where `real_T` [T] is False hold the carry (None: all are real)."""
+    w_xh = jnp.concatenate([layer["w_x"], layer["w_h"]])
 
     def step(carry, x_and_real):
         x_BxI, real = x_and_real
-        new_carry = cell_step(layer, carry, x_BxI, forget_bias, cap_input_gate)
+        new_carry = cell_step(layer, w_xh, carry, x_BxI, forget_bias, cap_input_gate)
         h_BxH = new_carry[1]
         if real is not None:
             new_carry = jax.tree.map(lambda n, o: jnp.where(real, n, o), new_carry, carry)
