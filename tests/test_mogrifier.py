@@ -197,3 +197,31 @@ def test_a_padded_mogrifier_batch_ends_with_the_carry_of_its_real_steps():
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     unpadded, _ = model.lstm_layer(layer, carry[0], x_TxBxE, 0.7)
     assert not np.allclose(unpadded[1], real[1], atol=1e-3)  # the padding was held
+
+
+def test_the_mogrifier_configs_set_lambs_values_and_the_parameter_count():
+    import importlib
+
+    from lstm_lm import config as config_lib
+
+    for name, vocab, want in [("mogrifier_ptb", 10_000, 24.0e6), ("mogrifier_wt2", 33_278, 35.0e6)]:
+        config = importlib.import_module(f"configs.{name}").get_config()
+        config_lib.validate(config)
+        cfg = config_lib.model_config(config, vocab)
+        shapes = jax.eval_shape(lambda cfg=cfg: model.init_params(jax.random.PRNGKey(0), cfg))
+        assert abs(model.parameter_count(shapes) - want) < 0.01 * want, name
+        assert (config.optim.name, config.optim.b1, config.train.test_weights) == (
+            "adam",
+            0.0,
+            "best",
+        )
+        assert (config.train.batch_size, config.train.num_steps) == (64, 70)
+        assert config.model.cap_input_gate and config.model.forget_bias == 1.0
+    small = importlib.import_module("configs.ptb_small_mogrifier").get_config()
+    regularized = importlib.import_module("configs.ptb_small_regularized").get_config()
+    differs = {
+        k
+        for k in config_lib.default_config().to_dict()["model"]
+        if small.model[k] != regularized.model[k]
+    }
+    assert differs == {"cell", "mogrifier_rounds", "mogrifier_rank"}  # only the cell
