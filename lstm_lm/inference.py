@@ -52,7 +52,7 @@ def load_run(workdir: pathlib.Path, step: int | None = None) -> Run:
     if restored_step is None and config.train.test_weights == "best":
         params, record = load_best(workdir, params)
         logging.info("Using its best-validation weights, of epoch %d.", record["epoch"])
-    logging.info("%d parameters.", model.parameter_count(params))
+    logging.info("%d parameters", model.parameter_count(params))
     return Run(config, cfg, params, vocab, step)
 
 
