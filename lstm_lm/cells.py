@@ -13,8 +13,8 @@ previous carry (c_BxH, h_BxH) and returns the new one.
 
 The plain LSTM's loop, `recurrence`, applies x @ w_x + b to all steps in one matmul
 before it and has its gradient written out. The Mogrifier's input at step t depends on
-h_{t-1}, so its loop, `cell_scan`, computes x @ w_x inside and is left to autodiff; so is
-the LSTM with the capped input gate.
+h_{t-1}, so its loop, `cell_scan`, computes all of its gates inside, as one matmul of
+concat([x, h]), and is left to autodiff; so is the LSTM with the capped input gate.
 """
 
 import functools
