@@ -144,7 +144,11 @@ def mogrify(rounds: list[dict], x_BxI: jax.Array, h_BxH: jax.Array) -> tuple[jax
     lamb's `TiledLSTMCell._do_feature_masking`: rounds 1, 3, 5, ... gate x by h, rounds
     2, 4, ... gate h by the latest x:
         x <- 2 sigmoid(Q_r h + b_r) * x        h <- 2 sigmoid(R_r x + b_r) * h
-    """
+
+    Where the regularisers act, as lamb: the dropout on the layer's input (applied by
+    model.layer_outputs) comes before the rounds; the cell state c is never gated.
+    Unlike lamb, h enters the rounds undropped (lamb's state_dropout is not here), and
+    AWD's weight drop, if on, masks w_h, which acts on the mogrified h."""
     for r, round_params in enumerate(rounds):
         if r % 2 == 0:
             x_BxI = 2.0 * jax.nn.sigmoid(project(round_params, h_BxH)) * x_BxI
