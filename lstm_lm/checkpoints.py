@@ -6,6 +6,8 @@ A workdir holds
     vocab.txt            the vocabulary, one word per line, in id order
     checkpoints/<step>/  orbax: "state" (TrainState: step, params, optimizer state,
                          dropout key) and "carry" ((c, h) per layer), plus "progress" as JSON
+    lock                 who trains in the workdir (host, PID, since when); the kernel's
+                         lock on it, held while training, is what counts
     best/<epoch>/        with train.test_weights="best": the weights of the epoch with the
                          best validation perplexity so far ("params"), and that epoch's
                          record ("record", JSON); apart from the rolling checkpoints
@@ -19,11 +21,15 @@ orbax writes each checkpoint into a temporary directory and renames it when comp
 so a process killed during a save leaves the previous checkpoint as the latest.
 """
 
+import contextlib
 import dataclasses
+import datetime
+import fcntl
 import json
 import logging as std_logging
 import os
 import pathlib
+import socket
 
 import jax
 import ml_collections
@@ -77,6 +83,38 @@ class Progress:
     train_seconds: float = 0.0  # training time of the whole run so far
     wall_seconds: float = 0.0  # wall time of the whole run so far, at the save
     history: list = dataclasses.field(default_factory=list)  # one record per finished epoch
+
+
+class WorkdirBusy(CheckpointError):
+    """Another training process holds the workdir."""
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: pathlib.Path):
+    """Hold the workdir for one trainer: an exclusive lock (flock) on workdir/lock for the
+    block, which the kernel releases when the process ends however it ends, so a killed
+    trainer leaves nothing stale. WorkdirBusy, naming the holder, when another process
+    holds it; the file says who (host, PID, since when)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise WorkdirBusy(
+            f"{workdir} is being trained by {holder}. Wait for that run to end (or stop "
+            "it, and rerun this command to resume from its checkpoint), or train in "
+            "another --workdir."
+        ) from None
+    since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    os.ftruncate(fd, 0)
+    os.write(fd, f"host {socket.gethostname()}, PID {os.getpid()}, since {since}\n".encode())
+    try:
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, vocab) -> None:

@@ -46,8 +46,12 @@ def make_eval_fn(cfg: model.ModelConfig):
 
 def perplexity(cost_sum: float, num_steps: int) -> float:
     """exp(total cost / total time steps), as TF's run_epoch; `cost_sum` is a sum of TF's
-    costs (each summed over its steps, averaged over the batch)."""
-    return math.exp(cost_sum / num_steps)
+    costs (each summed over its steps, averaged over the batch); inf past float range (a
+    model that learns the wrong way, say), rather than an OverflowError."""
+    try:
+        return math.exp(cost_sum / num_steps)
+    except OverflowError:
+        return math.inf
 
 
 def check_split_fits(split, num_ids, batch_size, num_steps, batch_name, steps_name) -> None:

@@ -423,8 +423,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
     tensorboard/, learning_curve.png and results.json into `workdir` (the files from
     process 0 only); returns the results. Raises Interrupted, after saving, on a signal.
     Once averaging (NT-ASGD, fine-tuning) has started, validation, test and the results
-    use the averaged weights."""
+    use the averaged weights. Process 0 holds the workdir's lock throughout: a second
+    trainer on it stops at once with checkpoints.WorkdirBusy."""
     config_lib.validate(config)
+    chief = jax.process_index() == 0
+    with checkpoints.workdir_lock(workdir) if chief else contextlib.nullcontext():
+        return train_in_workdir(config, workdir)
+
+
+def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+    """train_and_evaluate's run, once the config is checked and the workdir held."""
     process_start, chief = time.perf_counter(), jax.process_index() == 0
     mesh = parallel.make_mesh(config.train.num_devices)
     train_BxL, corpus = load_data(config)
