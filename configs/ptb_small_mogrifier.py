@@ -19,5 +19,7 @@ def get_config():
     config.model.cell = "mogrifier"
     config.model.mogrifier_rounds = 5
     config.model.mogrifier_rank = 40
-    config.train.num_epochs = 9
+    config.model.cap_input_gate = True  # lamb's: with it off, lr 30 diverged in epoch 2
+    config.optim.learning_rate = 20.0
+    config.train.num_epochs = 8
     return config
