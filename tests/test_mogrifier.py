@@ -224,4 +224,4 @@ def test_the_mogrifier_configs_set_lambs_values_and_the_parameter_count():
         for k in config_lib.default_config().to_dict()["model"]
         if small.model[k] != regularized.model[k]
     }
-    assert differs == {"cell", "mogrifier_rounds", "mogrifier_rank"}  # only the cell
+    assert differs == {"cell", "mogrifier_rounds", "mogrifier_rank", "cap_input_gate"}
