@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lstm_lm import cells, model
-from tests.test_model import assert_gradients_match_finite_differences, sigmoid
+from tests.test_model import assert_gradients_match_finite_differences, sigmoid, tiny_setup
 
 
 def numpy_mogrifier_step(layer, c, h, x, forget_bias, cap_input_gate=False):
@@ -46,13 +46,16 @@ def numpy_cost(params, carry, inputs, targets, forget_bias, cap_input_gate=False
 
 
 def setup(rounds, rank, cap=False, batch=3, steps=4, vocab=11, seed=0):
-    """Layers of uneven sizes under an embedding of another size: every round's matrix is
-    rectangular, and rounds of x and of h have different shapes."""
-    cfg = model.ModelConfig(
-        vocab_size=vocab,
-        hidden_size=0,
-        num_layers=2,
-        init_scale=0.5,
+    """test_model's tiny_setup with layers of uneven sizes under an embedding of another
+    size, so that every round's matrix is rectangular and rounds of x and of h have
+    different shapes; the rounds' biases are made non-zero, so that a bias added in the
+    wrong place shows."""
+    cfg, params, carry, inputs, targets = tiny_setup(
+        seed,
+        vocab,
+        hidden=0,
+        batch=batch,
+        steps=steps,
         hidden_sizes=(6, 4),
         embedding_size=5,
         forget_bias=0.7,
@@ -61,9 +64,7 @@ def setup(rounds, rank, cap=False, batch=3, steps=4, vocab=11, seed=0):
         mogrifier_rank=rank,
         cap_input_gate=cap,
     )
-    k_params, k_bias, k_carry, k_data = jax.random.split(jax.random.PRNGKey(seed), 4)
-    params = model.init_params(k_params, cfg)
-    # Non-zero round biases, so that a bias added in the wrong place shows.
+    k_bias = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
     params = jax.tree_util.tree_map_with_path(
         lambda path, a: (
             a + 0.3 * jax.random.normal(k_bias, a.shape)
@@ -72,13 +73,10 @@ def setup(rounds, rank, cap=False, batch=3, steps=4, vocab=11, seed=0):
         ),
         params,
     )
-    keys = jax.random.split(k_carry, 4)
-    carry = [
-        (jax.random.normal(keys[2 * i], (batch, h)), jax.random.normal(keys[2 * i + 1], (batch, h)))
-        for i, h in enumerate(cfg.layer_sizes)
-    ]
-    tokens = np.asarray(jax.random.randint(k_data, (batch, steps + 1), 0, vocab))
-    return cfg, params, carry, tokens[:, :-1], tokens[:, 1:]
+    return cfg, params, carry, inputs, targets
+
+
+PARAMS_KEY = jax.random.split(jax.random.PRNGKey(0), 3)[0]  # tiny_setup's, for seed 0
 
 
 @pytest.mark.parametrize("rank", [0, 2])
@@ -109,7 +107,7 @@ def test_round_shapes_alternate_and_rank_factorises_them():
 def test_the_mogrifier_leaves_the_lstm_weights_of_the_plain_model():
     cfg, mog, *_ = setup(rounds=4, rank=2)
     plain = model.init_params(
-        jax.random.split(jax.random.PRNGKey(0), 4)[0],
+        PARAMS_KEY,
         model.ModelConfig(
             **{**cfg.__dict__, "cell": "lstm", "mogrifier_rounds": 0, "mogrifier_rank": 0}
         ),
@@ -124,8 +122,8 @@ def test_zero_rounds_is_the_lstm_bitwise():
     parameters, cost, carry and gradients, to the bit."""
     cfg_mog, params, carry, inputs, targets = setup(rounds=0, rank=0)
     cfg_lstm = model.ModelConfig(**{**cfg_mog.__dict__, "cell": "lstm"})
-    params_lstm = model.init_params(jax.random.split(jax.random.PRNGKey(0), 4)[0], cfg_lstm)
-    params_mog = model.init_params(jax.random.split(jax.random.PRNGKey(0), 4)[0], cfg_mog)
+    params_lstm = model.init_params(PARAMS_KEY, cfg_lstm)
+    params_mog = model.init_params(PARAMS_KEY, cfg_mog)
     for a, b in zip(jax.tree.leaves(params_lstm), jax.tree.leaves(params_mog)):
         np.testing.assert_array_equal(a, b)
 
