@@ -240,10 +240,9 @@ def validate_cell(model_config: ml_collections.ConfigDict) -> None:
                 f"config.model.cell={model_config.cell!r}: set config.model.cell='mogrifier' "
                 f"or config.model.{key}=0."
             )
-    sizes = tuple(model_config.hidden_sizes) or (model_config.hidden_size,) * (
-        model_config.num_layers
-    )
-    inputs = (model_config.embedding_size or sizes[0], *sizes[:-1])
+    shape = model.ModelConfig(**model_config, vocab_size=1)  # its layer and input sizes
+    sizes = shape.layer_sizes
+    inputs = (shape.input_size, *sizes[:-1])
     smallest = min(min(i, h) for i, h in zip(inputs, sizes))
     if model_config.mogrifier_rounds and model_config.mogrifier_rank > smallest:
         raise ConfigError(
