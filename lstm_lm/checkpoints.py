@@ -29,6 +29,7 @@ import json
 import logging as std_logging
 import os
 import pathlib
+import re
 import socket
 
 import jax
@@ -85,6 +86,71 @@ class Progress:
     history: list = dataclasses.field(default_factory=list)  # one record per finished epoch
 
 
+class WriteFailed(CheckpointError):
+    """A file of the run could not be written: a full disk, a read-only workdir, an I/O
+    error. Files written before stay whole. `then` (set by the training loop, which knows
+    the latest checkpoint) says how to go on."""
+
+    def __init__(self, path, cause: str):
+        super().__init__(path, cause)
+        self.path, self.cause, self.then = path, cause, ""
+
+    def __str__(self) -> str:
+        return " ".join(filter(None, [f"Could not write {self.path}: {self.cause}.", self.then]))
+
+
+def resume_note(latest_step: int | None) -> str:
+    """WriteFailed.then for a training run whose latest complete checkpoint is that step."""
+    if latest_step is None:
+        return "No checkpoint was saved yet: make room (or make it writable) and rerun."
+    return (
+        f"The latest checkpoint, step {latest_step}, is whole: make room (or make it "
+        "writable), then rerun the same command to resume from it."
+    )
+
+
+def os_cause(error: BaseException) -> str | None:
+    """The operating system's reason a write failed, e.g. "No space left on device (errno
+    28)": from an OSError in the exception's chain, or from tensorstore's message, which
+    orbax raises as a ValueError ("... [os_error_code='28']"). None when it names none."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return f"{os.strerror(seen.errno)} (errno {seen.errno})"
+        if match := re.search(r"os_error_code='(\d+)'", str(seen)):
+            code = int(match.group(1))
+            return f"{os.strerror(code)} (errno {code})"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def write_text(path: pathlib.Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all: into path.tmp, then renamed over path, so
+    a failed write leaves the old file as it was. WriteFailed when it cannot."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):  # a read-only folder refuses this too
+            tmp.unlink(missing_ok=True)
+        raise WriteFailed(path, os_cause(e) or str(e)) from e
+
+
+@contextlib.contextmanager
+def saving(path: pathlib.Path):
+    """Around an orbax save into `path`: a failure that the operating system names (a full
+    disk, a read-only directory) is WriteFailed, naming `path` and the cause. orbax leaves
+    an unfinished save in a temporary directory, which it removes when a manager is next
+    opened on the folder; the previous checkpoints stay. Other errors pass unchanged."""
+    try:
+        yield
+    except Exception as e:  # orbax raises tensorstore's failures as ValueError
+        if (cause := os_cause(e)) is None:
+            raise
+        raise WriteFailed(path, cause) from e
+
+
 class WorkdirBusy(CheckpointError):
     """Another training process holds the workdir."""
 
@@ -109,8 +175,12 @@ def workdir_lock(workdir: pathlib.Path):
             "another --workdir."
         ) from None
     since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    os.ftruncate(fd, 0)
-    os.write(fd, f"host {socket.gethostname()}, PID {os.getpid()}, since {since}\n".encode())
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"host {socket.gethostname()}, PID {os.getpid()}, since {since}\n".encode())
+    except OSError as e:  # the lock holds without the note; the next write would fail anyway
+        os.close(fd)
+        raise WriteFailed(path, os_cause(e) or str(e)) from e
     try:
         yield
     finally:
@@ -146,8 +216,8 @@ def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, voca
 def write_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, vocab) -> None:
     """config.json (the config in effect) and vocab.txt (one word per line, in id order)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
-    (workdir / "vocab.txt").write_text("".join(w + "\n" for w in vocab))
+    write_text(workdir / "config.json", config.to_json(indent=2) + "\n")
+    write_text(workdir / "vocab.txt", "".join(w + "\n" for w in vocab))
 
 
 def load_vocab(workdir: pathlib.Path) -> dict[str, int]:
@@ -191,13 +261,20 @@ def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
     return config
 
 
-def manager(workdir: pathlib.Path, keep: int) -> ocp.CheckpointManager:
-    """Checkpoints under workdir/checkpoints, the newest `keep` kept. Saves are synchronous:
-    when `save` returns, the checkpoint is complete on disk."""
+def manager(workdir: pathlib.Path, keep: int | None) -> ocp.CheckpointManager:
+    """Checkpoints under workdir/checkpoints, the newest `keep` kept (None: all). Saves are
+    synchronous: when `save` returns, the checkpoint is complete on disk. Opening it removes
+    what an unfinished save left."""
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=False, cleanup_tmp_directories=True
     )
     return ocp.CheckpointManager(workdir.resolve() / "checkpoints", options=options)
+
+
+def latest_step(workdir: pathlib.Path) -> int | None:
+    """The step of the workdir's latest complete checkpoint, or None."""
+    with contextlib.closing(manager(workdir, None)) as mngr:
+        return mngr.latest_step()
 
 
 def step_of(state) -> int:
@@ -211,14 +288,15 @@ def save(mngr: ocp.CheckpointManager, state, carry, progress: Progress) -> None:
     step = step_of(state)
     if mngr.latest_step() == step:
         return
-    mngr.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            carry=ocp.args.StandardSave(carry),
-            progress=ocp.args.JsonSave(dataclasses.asdict(progress)),
-        ),
-    )
+    with saving(mngr.directory / str(step)):
+        mngr.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                carry=ocp.args.StandardSave(carry),
+                progress=ocp.args.JsonSave(dataclasses.asdict(progress)),
+            ),
+        )
     logging.info(
         "saved checkpoint at step %d (epoch %d, batch %d)", step, progress.epoch, progress.batch
     )
@@ -269,12 +347,13 @@ def save_best(mngr: ocp.CheckpointManager, params, record: dict) -> None:
         return
     for later in [e for e in mngr.all_steps() if e > record["epoch"]]:  # a rewound run's
         mngr.delete(later)
-    mngr.save(
-        record["epoch"],
-        args=ocp.args.Composite(
-            params=ocp.args.StandardSave(params), record=ocp.args.JsonSave(record)
-        ),
-    )
+    with saving(mngr.directory / str(record["epoch"])):
+        mngr.save(
+            record["epoch"],
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params), record=ocp.args.JsonSave(record)
+            ),
+        )
     logging.info(
         "saved the best weights so far: epoch %d, valid perplexity %.2f",
         record["epoch"],

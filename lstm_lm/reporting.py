@@ -15,18 +15,22 @@ import sys
 import tqdm
 from absl import logging
 
+from lstm_lm import checkpoints
+
 REPORTS_PER_EPOCH = 10  # log lines per epoch when there is no progress bar
 
 
 class Reporter:
     """The run's sink for numbers. `history` (records of finished epochs, e.g. from a
     checkpoint) is rewritten to metrics.jsonl; TensorBoard events from `start_step` on
-    are dropped, as a resumed run writes them anew."""
+    are dropped, as a resumed run writes them anew. A write that fails raises
+    checkpoints.WriteFailed; metrics.jsonl is rewritten whole each time, so it is never
+    left half-written."""
 
     def __init__(self, workdir: pathlib.Path, history: list[dict], start_step: int):
         self.workdir = workdir
         self.metrics_path = workdir / "metrics.jsonl"
-        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+        write_metrics(self.metrics_path, history)
         import tensorboardX  # here, not at the top: it takes seconds (it loads torch if present)
 
         self.writer = tensorboardX.SummaryWriter(
@@ -80,19 +84,28 @@ class Reporter:
             record["valid_perplexity"],
             record["seconds"],
         )
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        write_metrics(self.metrics_path, history)
         self.writer.add_scalar("valid/perplexity", record["valid_perplexity"], step)
-        self.writer.flush()
+        try:
+            self.writer.flush()
+        except OSError as e:
+            raise checkpoints.WriteFailed(
+                self.workdir / "tensorboard", checkpoints.os_cause(e) or str(e)
+            ) from e
         plot_learning_curve(history, self.workdir / "learning_curve.png")
 
     def test(self, perplexity: float, step: int) -> None:
         self.writer.add_scalar("test/perplexity", perplexity, step)
 
     def close(self) -> None:
+        """Closes the bar and the event files; a failure to flush them is logged, not
+        raised, so that it does not hide the error that may be ending the run."""
         if self.bar is not None:
             self.bar.close()
-        self.writer.close()
+        try:
+            self.writer.close()
+        except OSError as e:
+            logging.warning("Could not write the last TensorBoard events: %s", e)
 
 
 class Silent:
@@ -120,6 +133,11 @@ class Silent:
         pass
 
 
+def write_metrics(path: pathlib.Path, history: list[dict]) -> None:
+    """metrics.jsonl: one JSON record per finished epoch."""
+    checkpoints.write_text(path, "".join(json.dumps(r) + "\n" for r in history))
+
+
 def plot_learning_curve(history: list[dict], path: pathlib.Path) -> None:
     """Train and valid perplexity per epoch, log scale, to a PNG at `path`."""
     import matplotlib  # here, not at the top: a second of import that only this needs
@@ -142,5 +160,9 @@ def plot_learning_curve(history: list[dict], path: pathlib.Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        fig.savefig(path)
+    except OSError as e:
+        raise checkpoints.WriteFailed(path, checkpoints.os_cause(e) or str(e)) from e
+    finally:
+        plt.close(fig)

@@ -424,11 +424,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path)
     process 0 only); returns the results. Raises Interrupted, after saving, on a signal.
     Once averaging (NT-ASGD, fine-tuning) has started, validation, test and the results
     use the averaged weights. Process 0 holds the workdir's lock throughout: a second
-    trainer on it stops at once with checkpoints.WorkdirBusy."""
+    trainer on it stops at once with checkpoints.WorkdirBusy. A file that cannot be written
+    (a full disk) stops the run with checkpoints.WriteFailed, the checkpoints before it
+    whole, so that a rerun resumes."""
     config_lib.validate(config)
     chief = jax.process_index() == 0
     with checkpoints.workdir_lock(workdir) if chief else contextlib.nullcontext():
-        return train_in_workdir(config, workdir)
+        try:
+            return train_in_workdir(config, workdir)
+        except checkpoints.WriteFailed as e:  # a full disk, say: say what a rerun resumes from
+            e.then = checkpoints.resume_note(checkpoints.latest_step(workdir))
+            raise
 
 
 def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
@@ -548,5 +554,5 @@ def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
         / progress.train_seconds,
     )
     if chief:
-        (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        checkpoints.write_text(workdir / "results.json", json.dumps(results, indent=2) + "\n")
     return results

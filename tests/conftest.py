@@ -1,9 +1,11 @@
-"""Fixtures: a one-file HTTP server on 127.0.0.1. Shared helpers are in helpers.py."""
+"""Fixtures: a one-file HTTP server on 127.0.0.1, and a finished tiny run. Shared helpers
+are in helpers.py."""
 
 import http.server
 import threading
 
 import pytest
+from helpers import TINY, run_main, write_corpus
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -34,3 +36,14 @@ def serve():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A finished 2-epoch ptb_tiny run on the synthetic corpus: (tmp dir, workdir, process)."""
+    tmp = tmp_path_factory.mktemp("trained")
+    data_dir = write_corpus(tmp / "data")
+    workdir = tmp / "run"
+    proc = run_main(tmp, f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    return tmp, workdir, proc

@@ -3,6 +3,7 @@ archive of a corpus, and a tiny config."""
 
 import io
 import pathlib
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -24,6 +25,20 @@ def write_corpus(directory: pathlib.Path) -> pathlib.Path:
         text = "".join(" " + " ".join(rng.choice(words, 8)) + " \n" for _ in range(lines))
         (directory / name).write_text(text)
     return directory
+
+
+# main.py's arguments for the short ptb_tiny run of conftest's `trained` fixture.
+TINY = [
+    "--config.train.num_epochs=2",
+    "--config.train.steps_per_call=4",
+    "--config.train.checkpoint_every_steps=10",
+]
+
+
+def copy_run(trained, tmp_path: pathlib.Path) -> pathlib.Path:
+    """A copy of the `trained` fixture's workdir, at tmp_path/run."""
+    shutil.copytree(trained[1], tmp_path / "run")
+    return tmp_path / "run"
 
 
 def main_command(tmp_path: pathlib.Path, *args: str, config: str = "ptb_tiny") -> list[str]:

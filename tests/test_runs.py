@@ -18,33 +18,20 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from helpers import REPO, main_command, make_zip, run_main, tiny_config, write_corpus
+from helpers import (
+    REPO,
+    TINY,
+    copy_run,
+    main_command,
+    make_zip,
+    run_main,
+    tiny_config,
+    write_corpus,
+)
 
 from lstm_lm import checkpoints, data, inference, model, optim, parallel, train
 
 pytestmark = pytest.mark.slow  # whole runs, most of them through main.py in a subprocess
-
-TINY = [
-    "--config.train.num_epochs=2",
-    "--config.train.steps_per_call=4",
-    "--config.train.checkpoint_every_steps=10",
-]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A finished 2-epoch ptb_tiny run on the synthetic corpus: (tmp dir, workdir, process)."""
-    tmp = tmp_path_factory.mktemp("trained")
-    data_dir = write_corpus(tmp / "data")
-    workdir = tmp / "run"
-    proc = run_main(tmp, f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *TINY)
-    assert proc.returncode == 0, proc.stderr
-    return tmp, workdir, proc
-
-
-def copy_run(trained, tmp_path) -> pathlib.Path:
-    shutil.copytree(trained[1], tmp_path / "run")
-    return tmp_path / "run"
 
 
 def read_jsonl(path):
