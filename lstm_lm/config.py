@@ -15,6 +15,7 @@ The defaults are the Zaremba et al. (2014) small model on the Penn Treebank with
 """
 
 import math
+import re
 
 import jax
 import ml_collections
@@ -35,6 +36,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.data.name = "ptb"  # one of data.DATASETS, or "dir": train/valid/test files of yours
     config.data.data_dir = ""  # '' = $LSTM_LM_DATA_DIR/<dataset folder>, else ~/.cache/lstm_lm/...
     config.data.url = ""  # '' = the dataset's own mirrors, tried in order
+    config.data.archive_sha256 = ""  # '' = the published one; another for an archive of yours
     config.data.train_file = ""  # '' = the dataset's own file names (dir: train.txt, ...)
     config.data.valid_file = ""
     config.data.test_file = ""
@@ -204,6 +206,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.data.name == "dir" and not config.data.data_dir:
         raise ConfigError(
             "config.data.name='dir' needs config.data.data_dir: the folder of your text."
+        )
+    digest = config.data.archive_sha256
+    if digest and (config.data.name == "dir" or not re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise ConfigError(
+            "config.data.archive_sha256 must be the 64 lowercase hex digits of the SHA-256 of "
+            f"a dataset's archive (not of name 'dir', which downloads nothing), got {digest!r}."
         )
     validate_model(config.model)
     validate_cell(config.model)

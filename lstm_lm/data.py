@@ -23,27 +23,27 @@ import array
 import collections
 import dataclasses
 import hashlib
-import http.client
 import os
 import pathlib
 import shutil
 import tarfile
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
 
 import numpy as np
+import pooch
+import requests
 from absl import logging
 
 DATA_DIR_ENV = "LSTM_LM_DATA_DIR"  # the folder that holds one folder per dataset
 EOS = "<eos>"
 UNK = "<unk>"
-# The WikiText host refuses urllib's default User-Agent.
+# The WikiText host refuses a client's default User-Agent.
 USER_AGENT = "Mozilla/5.0 (compatible; lstm_lm)"
+pooch.get_logger().setLevel("WARNING")  # not its "use this hash" note: ours are checked
 
 
 class DataError(Exception):
@@ -59,7 +59,8 @@ class Dataset:
     urls: tuple[str, ...]  # mirrors of one archive (.tgz or .zip), tried in order
     archive_folder: str  # the folder in the archive that holds the files
     num_tokens: Mapping[str, int]  # published sizes: words plus one <eos> per line
-    sha256: Mapping[str, str] = dataclasses.field(default_factory=dict)  # where known
+    sha256: Mapping[str, str] = dataclasses.field(default_factory=dict)  # files', where known
+    archive_sha256: str = ""  # the archive's, where published
 
 
 PTB_URL = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
@@ -82,6 +83,12 @@ DATASETS = {
             "ptb.test.txt": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
         },
     ),
+    # The WikiText archives' SHA-256 (and sizes: 4,475,746 and 190,229,076 bytes) are
+    # those Hugging Face's `datasets` publishes for them (datasets/wikitext/
+    # dataset_infos.json, "download_checksums"). torchtext publishes their MD5 too
+    # (torchtext/datasets/wikitext2.py, wikitext103.py: 542ccefacc6c27f945fb54453812b3cd,
+    # 9ddaacaf6af0710eda8c456decff7832). The files' own SHA-256 were taken from files that
+    # passed the token counts.
     "wikitext2": Dataset(
         "wikitext-2",
         WIKITEXT_FILES,
@@ -92,6 +99,7 @@ DATASETS = {
             "wiki.valid.tokens": "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
             "wiki.test.tokens": "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0",
         },
+        "92675f1d63015c1c8b51f1656a52d5bdbc33aafa60cc47a218a66e7ee817488c",
     ),
     "wikitext103": Dataset(
         "wikitext-103",
@@ -99,6 +107,8 @@ DATASETS = {
         tuple(f"{host}/wikitext-103-v1.zip" for host in WIKITEXT_HOSTS),
         "wikitext-103",
         dict(zip(WIKITEXT_FILES, (103_227_021, 217_646, 245_569))),
+        {},
+        "242ba0f20b329cfdf1ccc61e9e9e5b59becf189db7f7a81cd2a0e2fc31539590",
     ),
 }
 DIR_FILES = ("train.txt", "valid.txt", "test.txt")  # name "dir": a folder of your own
@@ -133,6 +143,8 @@ def load(data_config) -> Corpus:
     urls = dataset.urls if dataset else ()
     if data_config.url:
         urls = (data_config.url,)
+    if dataset and data_config.archive_sha256:  # an archive of one's own making
+        dataset = dataclasses.replace(dataset, archive_sha256=data_config.archive_sha256)
     paths = find_files(data_dir, files, dataset, urls)
     return read_corpus(paths, data_config.min_count, data_config.max_vocab_size)
 
@@ -429,6 +441,13 @@ def fetch_and_check(dataset: Dataset, url: str, scratch: pathlib.Path, timeout: 
     scratch.mkdir()
     archive = scratch / (pathlib.PurePosixPath(urllib.parse.urlparse(url).path).name or "archive")
     _fetch(url, archive, timeout)
+    if dataset.archive_sha256:
+        digest = pooch.file_hash(str(archive), alg="sha256")
+        if digest != dataset.archive_sha256:
+            raise DataError(
+                f"{archive.name} from {url} has SHA-256 {digest}, expected "
+                f"{dataset.archive_sha256}: the download is corrupt or another file."
+            )
     extracted = _extract(archive, scratch / "extracted", dataset)
     for name, path in extracted.items():
         if name in dataset.sha256:
@@ -449,18 +468,16 @@ def fetch_and_check(dataset: Dataset, url: str, scratch: pathlib.Path, timeout: 
 
 
 def _fetch(url: str, dest: pathlib.Path, timeout: float) -> None:
-    """Stream `url` to `dest`; a short read or a network failure is a DataError."""
+    """Download `url` to `dest` with pooch: into a temporary file renamed when complete,
+    with a progress bar; a short read or a network failure is a DataError."""
     print(f"Downloading {url} ...", flush=True)
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as f:
-            expected = response.headers.get("Content-Length")
-            shutil.copyfileobj(response, f)
-            got = f.tell()
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+    downloader = pooch.HTTPDownloader(
+        progressbar=True, headers={"User-Agent": USER_AGENT}, timeout=timeout
+    )
+    try:  # the hashes are checked by the caller, whose message names the file and the source
+        pooch.retrieve(url, None, fname=dest.name, path=dest.parent, downloader=downloader)
+    except (requests.RequestException, OSError, ValueError) as e:
         raise DataError(f"Could not download {url}: {e}.") from e
-    if expected is not None and got != int(expected):
-        raise DataError(f"Download of {url} was truncated: got {got} of {expected} bytes.")
 
 
 def _extract(archive: pathlib.Path, dest: pathlib.Path, dataset: Dataset):

@@ -1,12 +1,13 @@
 """Bad input gets one clear line on stderr and exit status 1 (absl usage errors: 1 too),
 never a traceback from deep inside."""
 
+import hashlib
 import json
 import os
 import pathlib
 
 import pytest
-from helpers import REPO, make_tarball, run_main, write_corpus
+from helpers import REPO, make_tarball, make_zip, run_main, write_corpus
 
 from lstm_lm import data
 
@@ -78,6 +79,21 @@ def test_download_with_a_wrong_checksum(tmp_path, serve):
     assert list((tmp_path / "empty").iterdir()) == []
 
 
+def test_a_wikitext_archive_that_is_not_the_published_one(tmp_path, serve):
+    files = {name: " a b\n" for name in data.WIKITEXT_FILES}
+    archive = make_zip(files, "wikitext-2")
+    url = serve(archive, name="wikitext-2-v1.zip")
+    proc = train_with(
+        tmp_path, tmp_path / "empty", "--config.data.name=wikitext2", f"--config.data.url={url}"
+    )
+    digest = hashlib.sha256(archive).hexdigest()
+    published = "92675f1d63015c1c8b51f1656a52d5bdbc33aafa60cc47a218a66e7ee817488c"
+    assert_clear_error(
+        proc, f"wikitext-2-v1.zip from {url} has SHA-256 {digest}, expected {published}"
+    )
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -87,6 +103,7 @@ def test_download_with_a_wrong_checksum(tmp_path, serve):
         ("--config.train.steps_per_call=0", "config.train.steps_per_call must be > 0, got 0"),
         ("--config.train.num_steps=1000", "The train split has 3600 words, too few for"),
         ("--config.eval.test_num_steps=5000", "config.eval.test_num_steps=5000 steps"),
+        ("--config.data.archive_sha256=ABC", "config.data.archive_sha256 must be the 64"),
     ],
 )
 def test_nonsensical_config_value(tmp_path, override, message):

@@ -241,6 +241,33 @@ def test_a_zip_archive_is_read_and_checked_by_token_count(tmp_path, serve):
     assert_left_empty(tmp_path / "again")
 
 
+def test_the_archive_is_checked_by_its_sha256_before_it_is_opened(tmp_path, serve):
+    archive = make_tarball(FAKE_PTB)
+    url = serve(archive)
+    published = dataclasses.replace(
+        FAKE_DATASET, sha256={}, archive_sha256=hashlib.sha256(archive).hexdigest()
+    )
+    download(tmp_path / "ptb", url, dataset=published)
+    assert sorted(p.name for p in (tmp_path / "ptb").iterdir()) == sorted(FAKE_PTB)
+
+    other = make_tarball(dict(FAKE_PTB, **{"ptb.test.txt": " a cat\n"}))
+    url = serve(other)
+    with pytest.raises(data.DataError) as error:
+        download(tmp_path / "again", url, dataset=published)
+    assert (
+        f"simple-examples.tgz from {url} has SHA-256 {hashlib.sha256(other).hexdigest()}, "
+        f"expected {published.archive_sha256}: the download is corrupt or another file."
+    ) in str(error.value)
+    assert_left_empty(tmp_path / "again")
+
+
+def test_the_wikitext_archives_carry_their_published_hashes():
+    # Hugging Face datasets' download_checksums for the two archives (see data.DATASETS).
+    assert data.DATASETS["wikitext2"].archive_sha256.startswith("92675f1d63015c1c")
+    assert data.DATASETS["wikitext103"].archive_sha256.startswith("242ba0f20b329cfd")
+    assert all(url.endswith("wikitext-103-v1.zip") for url in data.DATASETS["wikitext103"].urls)
+
+
 def test_a_large_corpus_keeps_its_ids_and_a_changed_file_is_read_anew(tmp_path, monkeypatch):
     directory = write_dir_corpus(tmp_path / "mine")
     monkeypatch.setattr(data, "CACHE_MIN_BYTES", 0)  # every corpus counts as large

@@ -1,6 +1,7 @@
 """Whole runs: the workdir main.py writes, an exact resume after SIGTERM, kill -9 during
 a checkpoint save, divergence, a damaged checkpoint, and the evaluate/score/sample modes."""
 
+import hashlib
 import json
 import os
 import pathlib
@@ -404,6 +405,7 @@ def test_wikitext2_downloads_loads_and_trains(tmp_path, serve):
         "--config.data.name=wikitext2",
         f"--config.data.data_dir={tmp_path / 'wikitext-2'}",
         f"--config.data.url={url}",
+        f"--config.data.archive_sha256={hashlib.sha256(archive).hexdigest()}",  # not WT2's own
         "--config.train.max_batches_per_epoch=20",
         "--config.eval.test_batch_size=20",
         "--config.eval.test_num_steps=20",
