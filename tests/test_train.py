@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lstm_lm import config as config_lib
-from lstm_lm import evaluation, model, optim, train
+from lstm_lm import data, evaluation, model, optim, train
 
 
 def test_schedule_is_tf_staircase_per_epoch():
@@ -172,3 +172,77 @@ def test_chunk_bounds_follow_the_epochs_fixed_grid_from_any_start():
     assert train.chunk_bounds(8, 11, 4) == [(8, 11)]
     assert train.chunk_bounds(6, 11, 4) == [(6, 8), (8, 11)]  # a position off the grid
     assert train.chunk_bounds(11, 11, 4) == []
+
+
+def epoch_config(num_steps, random_lengths=False, bucket=5, max_batches=0, seed=0):
+    config = config_lib.default_config()
+    config.seed = seed
+    config.train.update(
+        num_steps=num_steps,
+        random_lengths=random_lengths,
+        length_bucket=bucket,
+        max_batches_per_epoch=max_batches,
+    )
+    return config
+
+
+def test_the_training_batches_are_tfs_reader_vector():
+    # TF's reader_test.py vector: 15 ids, batch 3, 2 steps -> two batches, written out.
+    data_BxL = data.batchify([4, 3, 2, 1, 0, 5, 6, 1, 1, 1, 1, 0, 3, 4, 1], 3)
+    epoch = train.epoch_layout(data_BxL, epoch_config(num_steps=2), epoch=1)
+    assert len(epoch) == 2 and epoch.steps() == 4
+    inputs, targets, lengths = epoch.batches(0, 2)
+    assert lengths is None
+    np.testing.assert_array_equal(inputs[0], [[4, 3], [5, 6], [1, 0]])
+    np.testing.assert_array_equal(targets[0], [[3, 2], [6, 1], [0, 3]])
+    np.testing.assert_array_equal(inputs[1], [[2, 1], [1, 1], [3, 4]])
+    np.testing.assert_array_equal(targets[1], [[1, 0], [1, 1], [4, 1]])
+    # A call may start anywhere in the epoch: batches [1, 2) are batch 1.
+    np.testing.assert_array_equal(epoch.batches(1, 2)[0][0], [[2, 1], [1, 1], [3, 4]])
+
+
+def test_random_length_batches_are_consecutive_windows_offset_by_one_and_padded():
+    # Two rows of 0..29 and 100..129, hand-chosen lengths 7, 3, 12: the windows start at
+    # 0, 7, 10; inputs are row[s:s+n], targets row[s+1:s+1+n]; a call pads to the next
+    # multiple of the bucket (5) above its longest window, with zeros.
+    data_BxL = np.stack([np.arange(30), np.arange(100, 130)]).astype(np.int32)
+    epoch = train.Epoch(data_BxL, np.array([7, 3, 12], np.int32), random=True, bucket=5)
+    inputs, targets, lengths = epoch.batches(0, 3)
+    assert inputs.shape == targets.shape == (3, 2, 15)
+    np.testing.assert_array_equal(lengths, [7, 3, 12])
+    for k, (start, n) in enumerate([(0, 7), (7, 3), (10, 12)]):
+        for b, base in enumerate((0, 100)):
+            want_x = list(range(base + start, base + start + n)) + [0] * (15 - n)
+            want_y = list(range(base + start + 1, base + start + 1 + n)) + [0] * (15 - n)
+            assert inputs[k, b].tolist() == want_x and targets[k, b].tolist() == want_y
+    inputs, _, lengths = epoch.batches(1, 2)  # a call of the short window alone: 5 wide
+    assert inputs.shape == (1, 2, 5) and inputs[0, 0].tolist() == [7, 8, 9, 0, 0]
+    # The layout of an epoch: AWD's lengths from (seed, epoch), walking each row once.
+    drawn = train.epoch_layout(data_BxL, epoch_config(5, random_lengths=True), epoch=3)
+    again = data.random_lengths(np.random.default_rng([0, 3]), 30, 5)
+    np.testing.assert_array_equal(drawn.lengths_N, again)
+    assert drawn.steps() == 29  # every id but the last of a row is an input once
+
+
+@pytest.mark.parametrize(
+    "regulariser", [dict(keep_prob=0.5), dict(weight_drop=0.5), dict(dropout_output=0.5)]
+)
+def test_every_training_step_draws_fresh_dropout_masks(regulariser):
+    # With the learning rate 0 the parameters stay; from the same carry on the same batch,
+    # two consecutive steps differ only in their masks. A frozen key gives equal costs.
+    cfg = model.ModelConfig(
+        vocab_size=13, hidden_size=8, num_layers=2, init_scale=0.5, **regulariser
+    )
+    state, step_kwargs = small_state(cfg, lr=0.0)
+    inputs, targets = random_batches(1, 3, 6, 13)
+    step = jax.jit(functools.partial(train.train_step, **step_kwargs))
+    carry = model.zero_carry(cfg, 3)
+    costs = []
+    for _ in range(3):
+        state, _, metrics = step(state, carry, inputs[0], targets[0])
+        costs.append(float(metrics["cross_entropy"]))
+    assert len(set(costs)) == 3, costs
+    # The masks come from (dropout key, step): a resumed run at step 1 draws step 1's.
+    resumed = state.replace(step=jnp.ones((), jnp.int32))
+    again = step(resumed, carry, inputs[0], targets[0])[2]["cross_entropy"]
+    assert float(again) == costs[1]
