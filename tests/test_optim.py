@@ -142,3 +142,47 @@ def test_mogrifier_options_that_cannot_apply_are_refused(model_overrides, messag
     config.model.update(model_overrides)
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.validate(config)
+
+
+def numpy_awd_sgd(grads_seq, lengths, params, lr, base_length, max_norm, weight_decay):
+    """AWD-LSTM's step in float64, as its main.py and torch.optim.SGD make it: the gradient
+    clipped to `max_norm` (clip_grad_norm_, on the loss's gradient alone), the learning
+    rate set to lr * length / base_length for the batch, then SGD's step with
+    weight_decay: d_p = g + weight_decay * p, p <- p - lr * d_p."""
+    params = [np.asarray(p, np.float64) for p in params]
+    for grads, length in zip(grads_seq, lengths):
+        grads = [np.asarray(g, np.float64) for g in grads]
+        norm = np.sqrt(sum(np.sum(g**2) for g in grads))
+        grads = [g * min(1.0, max_norm / norm) for g in grads]
+        step_lr = lr * length / base_length
+        params = [p - step_lr * (g + weight_decay * p) for p, g in zip(params, grads)]
+    return params
+
+
+def test_sgd_with_weight_decay_and_lengths_is_awds_torch_step_clip_first():
+    rng = np.random.default_rng(1)
+    params = {"a": rng.normal(size=(4, 3)).astype(np.float32), "b": rng.normal(size=3)}
+    params["b"] = params["b"].astype(np.float32)
+    grads_seq = [
+        {k: (rng.normal(size=v.shape) * s).astype(np.float32) for k, v in params.items()}
+        for s in (0.05, 5.0, 0.5, 8.0)  # 5.0 and 8.0 are clipped
+    ]
+    lengths, base, lr, max_norm = [70, 35, 74, 12], 70, 30.0, 0.25
+    weight_decay = 0.012  # large, so that decaying before the clip would show
+    schedule = optim.lr_schedule(lr, 1.0, 1, steps_per_epoch=10)
+    opt = optim.make_optimizer(max_norm, schedule, weight_decay=weight_decay, length_scaled=True)
+    state, got = opt.init(params), params
+    for grads, length in zip(grads_seq, lengths):
+        updates, state = opt.update(grads, state, got, length_scale=jnp.float32(length / base))
+        got = jax.tree.map(lambda p, u: p + u, got, updates)
+    want = numpy_awd_sgd(
+        [[g["a"], g["b"]] for g in grads_seq],
+        lengths,
+        [params["a"], params["b"]],
+        lr,
+        base,
+        max_norm,
+        weight_decay,
+    )
+    np.testing.assert_allclose(got["a"], want[0], rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(got["b"], want[1], rtol=2e-5, atol=1e-6)
