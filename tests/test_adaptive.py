@@ -1,11 +1,13 @@
 """The cache and dynamic evaluation against brute-force numpy and a hand-written loop; the
 plain evaluation when they are off; no word used before it is scored."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
 
-from lstm_lm import adaptive, evaluation, model, parallel
+from lstm_lm import adaptive, data, evaluation, model, parallel
 
 CFG = model.ModelConfig(vocab_size=6, hidden_size=5, num_layers=2, init_scale=0.5)
 PARAMS = model.init_params(jax.random.PRNGKey(0), CFG)
@@ -121,6 +123,56 @@ def test_dynamic_evaluation_matches_a_loop_of_score_then_step(rms):
     np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-5)
     plain = adaptive.stream_log_probs(PARAMS, ids, 1, num_steps, cfg=CFG)
     assert not np.allclose(got, plain)  # it adapted
+
+
+@pytest.mark.parametrize("batch_size, length", [(2, 2 * 13), (1, 23)])  # 2: rows; 1: a short end
+def test_the_cache_and_dynamic_evaluation_together_match_a_hand_written_loop(batch_size, length):
+    # Per segment: score with the current parameters, each word mixed in float64 with the
+    # cache of that row's last W (h, word) pairs, across segment edges; then store the
+    # segment's pairs and take the SGD step. With batch 1 the last segment is shorter.
+    ids, num_steps = stream(length + 1, seed=6), 4
+    cache = adaptive.Cache(window=5, lam=0.35, theta=0.8)
+    dynamic = adaptive.Dynamic(learning_rate=0.4, decay=0.1, rms=False)
+    got = adaptive.stream_log_probs(
+        PARAMS, ids, batch_size, num_steps, cfg=CFG, cache=cache, dynamic=dynamic
+    )
+
+    rows = data.batchify(ids, batch_size)
+    ends = list(range(0, rows.shape[1] - 1, num_steps)) + [rows.shape[1] - 1]
+    if batch_size > 1:  # TF's layout: whole segments only
+        ends = list(range(0, (rows.shape[1] - 1) // num_steps * num_steps + 1, num_steps))
+    hidden_states = jax.jit(functools.partial(model.hidden_states, cfg=CFG))
+    logits_fn = jax.jit(model.logits)
+    gradient = jax.jit(jax.value_and_grad(mean_token_loss, has_aux=True))
+    params, carry = PARAMS, model.zero_carry(CFG, batch_size)
+    history = [[] for _ in range(batch_size)]  # per row: (h, target) of every scored word
+    want = np.zeros((batch_size, ends[-1]))
+    for start, end in zip(ends[:-1], ends[1:]):
+        x, y = rows[:, start:end], rows[:, start + 1 : end + 1]
+        outputs_TxBxH, _ = hidden_states(params, carry=carry, inputs_BxT=x)
+        logits = np.asarray(logits_fn(params, outputs_TxBxH), np.float64)
+        log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        h = np.asarray(outputs_TxBxH, np.float64)
+        for b in range(batch_size):
+            for t in range(end - start):
+                p_model = np.exp(log_p[t, b, y[b, t]])
+                window = history[b][-cache.window :]
+                if window:
+                    scores = np.array([cache.theta * h[t, b] @ key for key, _ in window])
+                    weights = np.exp(scores - scores.max())
+                    weights /= weights.sum()
+                    p_cache = sum(w for w, (_, word) in zip(weights, window) if word == y[b, t])
+                    p_model = (1 - cache.lam) * p_model + cache.lam * p_cache
+                want[b, start + t] = np.log(p_model)
+                history[b].append((h[t, b], y[b, t]))
+        (_, carry), grads = gradient(params, carry, x, y)
+        params = jax.tree.map(lambda p, p0, g: p - 0.4 * g + 0.1 * (p0 - p), params, PARAMS, grads)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    moved = max(
+        float(np.abs(p - p0).max()) for p, p0 in zip(*map(jax.tree.leaves, (params, PARAMS)))
+    )
+    assert moved > 0.05  # dynamic evaluation took part, beyond the tolerance
 
 
 def test_gradient_rms_is_the_root_mean_square_of_the_training_gradients():
