@@ -324,3 +324,32 @@ def test_the_awd_configs_set_the_repositorys_values():
     assert (ptb.seed, ptb.train.batch_size, ptb.model.dropout_input) == (141, 20, 0.4)
     assert (wt2.seed, wt2.train.batch_size, wt2.model.dropout_input) == (1882, 80, 0.65)
     assert wt2.data.name == "wikitext2" and wt2.model.dropout_hidden == 0.2
+
+
+@pytest.mark.parametrize("site, layer", [("dropout_input", 0), ("dropout_hidden", 1)])
+def test_the_input_and_between_layer_sites_drop_whole_units_for_the_whole_sequence(site, layer):
+    # Read from the gradient: row u of dL/dw_x of the layer after the site sums unit u of
+    # that layer's input over the steps, so with one sequence it is zero exactly when
+    # the site dropped unit u for the whole sequence (a fresh mask per step would almost
+    # never do so for 20 steps), and no other layer's w_x loses a row.
+    cfg = awd_cfg(hidden_size=16, num_layers=2, **{site: 0.5})
+    params, inputs, targets = setup(cfg, batch=1, steps=20)
+    key = jax.random.PRNGKey(3)
+
+    def objective(params, key):
+        carry = model.zero_carry(cfg, 1)
+        return train.objective_fn(
+            params, carry, inputs, targets, key, None, cfg=cfg, objective=train.Objective()
+        )[0]
+
+    gradient = jax.jit(jax.grad(objective))
+
+    def zero_rows(key):
+        grads = gradient(params, key)
+        return [int((np.abs(np.asarray(g["w_x"])).sum(axis=1) == 0).sum()) for g in grads["lstm"]]
+
+    dropped = zero_rows(key)
+    assert 3 <= dropped[layer] <= 13, dropped  # about half of 16
+    assert dropped[1 - layer] == 0, dropped
+    again = zero_rows(jax.random.PRNGKey(4))  # another key, another mask
+    assert again[layer] > 0

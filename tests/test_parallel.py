@@ -13,11 +13,16 @@ from helpers import REPO, main_command, write_corpus
 
 pytestmark = pytest.mark.slow  # runs in subprocesses
 
-# A small 2-layer model of uneven sizes with dropout, checkpoints every 10 steps, all kept.
+# A small 2-layer model of uneven sizes with dropout, AWD's weight drop, locked dropout
+# between the layers and random lengths; checkpoints every 10 steps, all kept.
 OVERRIDES = {
     "model.num_layers": 2,
     "model.hidden_sizes": (8, 6),
     "model.keep_prob": 0.5,
+    "model.weight_drop": 0.3,
+    "model.dropout_hidden": 0.2,
+    "train.random_lengths": True,
+    "train.length_bucket": 16,  # lengths of 5 to 13 here: one padded length, two at most
     "optim.max_grad_norm": 5.0,
     "optim.full_lr_epochs": 1,
     "train.num_steps": 3,
@@ -35,18 +40,22 @@ import numpy as np
 from lstm_lm import config as config_lib, parallel, train
 
 tmp, overrides = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2])
+# A resume compiles what its run compiled: take it from the persistent cache.
+jax.config.update("jax_compilation_cache_dir", str(tmp / "jax_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
-def run(name, num_devices):
+def run(name, num_devices, **more):
     config = config_lib.default_config()
     overrides["model.hidden_sizes"] = tuple(overrides["model.hidden_sizes"])
-    config.update_from_flattened_dict(overrides)
+    config.update_from_flattened_dict(dict(overrides, **more))
     config.data.data_dir, config.train.num_devices = str(tmp / "data"), num_devices
     results = train.train_and_evaluate(config, tmp / name)
     metrics = (tmp / name / "metrics.jsonl").read_text().splitlines()
     return dict(results, epochs=[json.loads(line) for line in metrics])
 
 def rewind(name, step):
-    # What a run stopped right after its checkpoint at `step` leaves behind.
+    # What a run stopped right after its last checkpoint up to `step` leaves behind.
     for path in (tmp / name / "checkpoints").iterdir():
         if int(path.name) > step:
             shutil.rmtree(path)
@@ -56,6 +65,13 @@ rows = parallel.put_rows(np.zeros((2, 8, 3), np.int32), parallel.make_mesh(4))
 out = {"devices": len(jax.devices())}
 out["rows_per_device"] = [shard.data.shape[1] for shard in rows.addressable_shards]
 out["one"], out["four"] = run("one", 1), run("four", 4)
+# Fine-tuning averages every iterate (AWD's ASGD) from the trained weights.
+tune = {
+    "train.finetune_from": str(tmp / "one"),
+    "train.num_epochs": 1,
+    "train.max_batches_per_epoch": 24,
+}
+out["tune_one"], out["tune_four"] = run("tune_one", 1, **tune), run("tune_four", 4, **tune)
 rewind("four", 40)
 out["four_then_one"] = run("four", 1)
 rewind("one", 40)
@@ -99,6 +115,11 @@ def assert_same_run(got: dict, want: dict) -> None:
 
 def test_four_devices_give_the_numbers_of_one(runs):
     assert_same_run(runs["four"], runs["one"])
+
+
+def test_four_devices_average_the_iterates_as_one(runs):
+    assert runs["tune_one"]["valid_perplexity"] != runs["one"]["valid_perplexity"]
+    assert_same_run(runs["tune_four"], runs["tune_one"])
 
 
 def test_a_checkpoint_from_four_devices_resumes_on_one_and_back(runs):
