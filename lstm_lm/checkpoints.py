@@ -178,7 +178,7 @@ def workdir_lock(workdir: pathlib.Path):
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"host {socket.gethostname()}, PID {os.getpid()}, since {since}\n".encode())
-    except OSError as e:  # the lock holds without the note; the next write would fail anyway
+    except OSError as e:  # a disk too full for this note is too full to train on
         os.close(fd)
         raise WriteFailed(path, os_cause(e) or str(e)) from e
     try:
