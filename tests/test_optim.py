@@ -28,30 +28,43 @@ def numpy_adam(grads_seq, params, lr, b1, b2, eps, max_norm, weight_decay):
     return params
 
 
+def random_problem(seed, shapes, scales):
+    """float32 parameters {"a", "b"} of `shapes` and one gradient per scale, N(0, 1) x scale."""
+    rng = np.random.default_rng(seed)
+    params = {k: rng.normal(size=shape).astype(np.float32) for k, shape in zip("ab", shapes)}
+    grads_seq = [
+        {k: rng.normal(size=shape).astype(np.float32) * s for k, shape in zip("ab", shapes)}
+        for s in scales
+    ]
+    return params, grads_seq
+
+
+def apply_steps(opt, params, grads_seq, step_kwargs=None):
+    """The parameters after one of opt's updates per gradient (step_kwargs[i]: update's
+    extra arguments for step i)."""
+    state, got = opt.init(params), params
+    for i, grads in enumerate(grads_seq):
+        updates, state = opt.update(grads, state, got, **(step_kwargs[i] if step_kwargs else {}))
+        got = jax.tree.map(lambda p, u: p + u, got, updates)
+    return got
+
+
+def assert_matches(got, want, rtol, atol):
+    np.testing.assert_allclose(got["a"], want[0], rtol=rtol, atol=atol)
+    np.testing.assert_allclose(got["b"], want[1], rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize("b1", [0.0, 0.9])  # 0: lamb's "rmsprop"
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
 def test_adam_steps_match_numpy_adam(b1, weight_decay):
-    rng = np.random.default_rng(0)
-    params = {
-        "a": rng.normal(size=(3, 4)).astype(np.float32),
-        "b": rng.normal(size=5).astype(np.float32),
-    }
-    grads_seq = [
-        {
-            "a": rng.normal(size=(3, 4)).astype(np.float32) * s,
-            "b": rng.normal(size=5).astype(np.float32) * s,
-        }
-        for s in (0.1, 3.0, 1.0, 0.01, 2.0)  # 3.0 and 2.0 are clipped
-    ]
+    # Gradients scaled by 3.0 and 2.0 are clipped.
+    params, grads_seq = random_problem(0, [(3, 4), (5,)], (0.1, 3.0, 1.0, 0.01, 2.0))
     lr, b2, eps, max_norm = 0.01, 0.99, 1e-6, 4.0
     schedule = optim.lr_schedule(lr, 1.0, 1, steps_per_epoch=10)
     opt = optim.make_optimizer(
         max_norm, schedule, weight_decay=weight_decay, adam=dict(b1=b1, b2=b2, eps=eps)
     )
-    state, got = opt.init(params), params
-    for grads in grads_seq:
-        updates, state = opt.update(grads, state, got)
-        got = jax.tree.map(lambda p, u: p + u, got, updates)
+    got = apply_steps(opt, params, grads_seq)
     want = numpy_adam(
         [[g["a"], g["b"]] for g in grads_seq],
         [params["a"], params["b"]],
@@ -62,8 +75,7 @@ def test_adam_steps_match_numpy_adam(b1, weight_decay):
         max_norm,
         weight_decay,
     )
-    np.testing.assert_allclose(got["a"], want[0], rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(got["b"], want[1], rtol=1e-5, atol=1e-7)
+    assert_matches(got, want, rtol=1e-5, atol=1e-7)
 
 
 def test_adam_with_lengths_scales_its_step_by_the_length():
@@ -160,21 +172,14 @@ def numpy_awd_sgd(grads_seq, lengths, params, lr, base_length, max_norm, weight_
 
 
 def test_sgd_with_weight_decay_and_lengths_is_awds_torch_step_clip_first():
-    rng = np.random.default_rng(1)
-    params = {"a": rng.normal(size=(4, 3)).astype(np.float32), "b": rng.normal(size=3)}
-    params["b"] = params["b"].astype(np.float32)
-    grads_seq = [
-        {k: (rng.normal(size=v.shape) * s).astype(np.float32) for k, v in params.items()}
-        for s in (0.05, 5.0, 0.5, 8.0)  # 5.0 and 8.0 are clipped
-    ]
+    # Gradients scaled by 5.0 and 8.0 are clipped.
+    params, grads_seq = random_problem(1, [(4, 3), (3,)], (0.05, 5.0, 0.5, 8.0))
     lengths, base, lr, max_norm = [70, 35, 74, 12], 70, 30.0, 0.25
     weight_decay = 0.012  # large, so that decaying before the clip would show
     schedule = optim.lr_schedule(lr, 1.0, 1, steps_per_epoch=10)
     opt = optim.make_optimizer(max_norm, schedule, weight_decay=weight_decay, length_scaled=True)
-    state, got = opt.init(params), params
-    for grads, length in zip(grads_seq, lengths):
-        updates, state = opt.update(grads, state, got, length_scale=jnp.float32(length / base))
-        got = jax.tree.map(lambda p, u: p + u, got, updates)
+    scales = [dict(length_scale=jnp.float32(length / base)) for length in lengths]
+    got = apply_steps(opt, params, grads_seq, scales)
     want = numpy_awd_sgd(
         [[g["a"], g["b"]] for g in grads_seq],
         lengths,
@@ -184,5 +189,4 @@ def test_sgd_with_weight_decay_and_lengths_is_awds_torch_step_clip_first():
         max_norm,
         weight_decay,
     )
-    np.testing.assert_allclose(got["a"], want[0], rtol=2e-5, atol=1e-6)
-    np.testing.assert_allclose(got["b"], want[1], rtol=2e-5, atol=1e-6)
+    assert_matches(got, want, rtol=2e-5, atol=1e-6)
