@@ -124,31 +124,34 @@ def os_cause(error: BaseException) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def writing(path: pathlib.Path):
+    """Around a write of `path`: an OSError, or a failure the operating system names (a
+    full disk, a read-only folder), is WriteFailed naming `path` and the cause. orbax
+    raises tensorstore's failures as ValueError, and leaves an unfinished save in a
+    temporary directory, which it removes when a manager is next opened on the folder.
+    Other errors pass unchanged."""
+    try:
+        yield
+    except Exception as e:
+        cause = os_cause(e)
+        if cause is None and not isinstance(e, OSError):
+            raise
+        raise WriteFailed(path, cause or str(e)) from e
+
+
 def write_text(path: pathlib.Path, text: str) -> None:
     """Write `text` to `path` whole or not at all: into path.tmp, then renamed over path, so
     a failed write leaves the old file as it was. WriteFailed when it cannot."""
     tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):  # a read-only folder refuses this too
-            tmp.unlink(missing_ok=True)
-        raise WriteFailed(path, os_cause(e) or str(e)) from e
-
-
-@contextlib.contextmanager
-def saving(path: pathlib.Path):
-    """Around an orbax save into `path`: a failure that the operating system names (a full
-    disk, a read-only directory) is WriteFailed, naming `path` and the cause. orbax leaves
-    an unfinished save in a temporary directory, which it removes when a manager is next
-    opened on the folder; the previous checkpoints stay. Other errors pass unchanged."""
-    try:
-        yield
-    except Exception as e:  # orbax raises tensorstore's failures as ValueError
-        if (cause := os_cause(e)) is None:
+    with writing(path):
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):  # a read-only folder refuses this too
+                tmp.unlink(missing_ok=True)
             raise
-        raise WriteFailed(path, cause) from e
 
 
 class WorkdirBusy(CheckpointError):
@@ -175,12 +178,14 @@ def workdir_lock(workdir: pathlib.Path):
             "another --workdir."
         ) from None
     since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    note = f"host {socket.gethostname()}, PID {os.getpid()}, since {since}\n"
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"host {socket.gethostname()}, PID {os.getpid()}, since {since}\n".encode())
-    except OSError as e:  # a disk too full for this note is too full to train on
+        with writing(path):
+            os.ftruncate(fd, 0)
+            os.write(fd, note.encode())
+    except WriteFailed:  # a disk too full for this note is too full to train on
         os.close(fd)
-        raise WriteFailed(path, os_cause(e) or str(e)) from e
+        raise
     try:
         yield
     finally:
@@ -288,7 +293,7 @@ def save(mngr: ocp.CheckpointManager, state, carry, progress: Progress) -> None:
     step = step_of(state)
     if mngr.latest_step() == step:
         return
-    with saving(mngr.directory / str(step)):
+    with writing(mngr.directory / str(step)):
         mngr.save(
             step,
             args=ocp.args.Composite(
@@ -347,7 +352,7 @@ def save_best(mngr: ocp.CheckpointManager, params, record: dict) -> None:
         return
     for later in [e for e in mngr.all_steps() if e > record["epoch"]]:  # a rewound run's
         mngr.delete(later)
-    with saving(mngr.directory / str(record["epoch"])):
+    with writing(mngr.directory / str(record["epoch"])):
         mngr.save(
             record["epoch"],
             args=ocp.args.Composite(

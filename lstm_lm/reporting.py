@@ -86,12 +86,8 @@ class Reporter:
         )
         write_metrics(self.metrics_path, history)
         self.writer.add_scalar("valid/perplexity", record["valid_perplexity"], step)
-        try:
+        with checkpoints.writing(self.workdir / "tensorboard"):
             self.writer.flush()
-        except OSError as e:
-            raise checkpoints.WriteFailed(
-                self.workdir / "tensorboard", checkpoints.os_cause(e) or str(e)
-            ) from e
         plot_learning_curve(history, self.workdir / "learning_curve.png")
 
     def test(self, perplexity: float, step: int) -> None:
@@ -161,8 +157,7 @@ def plot_learning_curve(history: list[dict], path: pathlib.Path) -> None:
     ax.legend()
     fig.tight_layout()
     try:
-        fig.savefig(path)
-    except OSError as e:
-        raise checkpoints.WriteFailed(path, checkpoints.os_cause(e) or str(e)) from e
+        with checkpoints.writing(path):
+            fig.savefig(path)
     finally:
         plt.close(fig)

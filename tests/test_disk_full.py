@@ -41,7 +41,7 @@ def test_the_cause_is_read_from_oserror_and_from_orbaxs_message():
         assert checkpoints.os_cause(e) == "Input/output error (errno 5)"
     assert checkpoints.os_cause(ValueError("a shape mismatch")) is None
     with pytest.raises(ValueError, match="a shape mismatch"):  # not a disk's: unchanged
-        with checkpoints.saving(REPO / "x"):
+        with checkpoints.writing(REPO / "x"):
             raise ValueError("a shape mismatch")
 
 
