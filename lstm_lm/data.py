@@ -442,21 +442,11 @@ def fetch_and_check(dataset: Dataset, url: str, scratch: pathlib.Path, timeout: 
     archive = scratch / (pathlib.PurePosixPath(urllib.parse.urlparse(url).path).name or "archive")
     _fetch(url, archive, timeout)
     if dataset.archive_sha256:
-        digest = pooch.file_hash(str(archive), alg="sha256")
-        if digest != dataset.archive_sha256:
-            raise DataError(
-                f"{archive.name} from {url} has SHA-256 {digest}, expected "
-                f"{dataset.archive_sha256}: the download is corrupt or another file."
-            )
+        _check_sha256(archive, dataset.archive_sha256, url, "file")
     extracted = _extract(archive, scratch / "extracted", dataset)
     for name, path in extracted.items():
         if name in dataset.sha256:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if digest != dataset.sha256[name]:
-                raise DataError(
-                    f"{name} from {url} has SHA-256 {digest}, expected "
-                    f"{dataset.sha256[name]}: the download is corrupt or another corpus."
-                )
+            _check_sha256(path, dataset.sha256[name], url, "corpus")
         elif name in dataset.num_tokens:
             num_tokens = sum(count_words(path).values())
             if num_tokens != dataset.num_tokens[name]:
@@ -465,6 +455,17 @@ def fetch_and_check(dataset: Dataset, url: str, scratch: pathlib.Path, timeout: 
                     f"{dataset.num_tokens[name]}: the download is corrupt or another corpus."
                 )
     return extracted
+
+
+def _check_sha256(path: pathlib.Path, expected: str, url: str, kind: str) -> None:
+    """DataError naming both hashes unless the file at `path` (from `url`) has SHA-256
+    `expected`; `kind` is what it might be instead ("file", "corpus")."""
+    digest = pooch.file_hash(str(path), alg="sha256")  # read in chunks, not whole
+    if digest != expected:
+        raise DataError(
+            f"{path.name} from {url} has SHA-256 {digest}, expected {expected}: the download "
+            f"is corrupt or another {kind}."
+        )
 
 
 def _fetch(url: str, dest: pathlib.Path, timeout: float) -> None:
