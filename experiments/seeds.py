@@ -74,10 +74,9 @@ def table(rows):
             f"| {name} | {results['test_epoch']} | {results['valid_perplexity']:.2f} | "
             f"{results['test_perplexity']:.2f} | {results['total_seconds']:.0f} |"
         )
-    for kind in ("", "_finetune"):
-        done = [r for n, r in rows if r is not None and n.endswith("_finetune") == bool(kind)]
+    for label, tuned in (("trained", False), ("fine-tuned", True)):
+        done = [r for n, r in rows if r is not None and n.endswith("_finetune") == tuned]
         if done:
-            label = "fine-tuned" if kind else "trained"
             lines.append(
                 f"\n{label}, {len(done)} runs: valid "
                 f"{spread([r['valid_perplexity'] for r in done])}, test "
