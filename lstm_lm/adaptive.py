@@ -62,13 +62,20 @@ def empty_cache(cache: Cache, batch_size: int, hidden_size: int):
     )
 
 
-def cache_step(cache: Cache, state, h_BxH, model_log_probs_B, targets_B):
-    """Score one step's targets with the mixture, then store (h, target): (state, log p)."""
-    keys_WxBxH, words_WxB, count = state
+def cache_weights(cache: Cache, state, h_BxH):
+    """(stored_W, weights_WxB): which slots hold an entry, and each entry's weight
+    softmax_i(theta * h . h_i) over the stored ones (0 for the empty ones)."""
+    keys_WxBxH, _, count = state
     stored_W = jnp.arange(cache.window) < count
     scores_WxB = cache.theta * jnp.einsum("wbh,bh->wb", keys_WxBxH, h_BxH)
     scores_WxB = jnp.where(stored_W[:, None], scores_WxB, jnp.finfo(jnp.float32).min)
-    weights_WxB = jax.nn.softmax(scores_WxB, axis=0)
+    return stored_W, jax.nn.softmax(scores_WxB, axis=0)
+
+
+def cache_step(cache: Cache, state, h_BxH, model_log_probs_B, targets_B):
+    """Score one step's targets with the mixture, then store (h, target): (state, log p)."""
+    keys_WxBxH, words_WxB, count = state
+    stored_W, weights_WxB = cache_weights(cache, state, h_BxH)
     hits_WxB = stored_W[:, None] & (words_WxB == targets_B)
     p_cache_B = jnp.sum(jnp.where(hits_WxB, weights_WxB, 0.0), axis=0)
     mixed_B = jnp.logaddexp(
@@ -78,6 +85,29 @@ def cache_step(cache: Cache, state, h_BxH, model_log_probs_B, targets_B):
     slot = count % cache.window
     state = (keys_WxBxH.at[slot].set(h_BxH), words_WxB.at[slot].set(targets_B), count + 1)
     return state, log_probs_B
+
+
+def cache_distribution(cache: Cache, state, h_BxH, logits_BxV):
+    """The mixture's whole next-word distribution [B, V], before the step's entry is
+    stored: what a word's rank is read from (scoring needs only the target's p)."""
+    _, words_WxB, count = state
+    stored_W, weights_WxB = cache_weights(cache, state, h_BxH)
+    B, V = logits_BxV.shape
+    p_cache_BxV = (
+        jnp.zeros((B, V), jnp.float32)
+        .at[jnp.arange(B), words_WxB]
+        .add(jnp.where(stored_W[:, None], weights_WxB, 0.0))
+    )
+    p_model_BxV = jax.nn.softmax(logits_BxV)
+    mixed_BxV = (1.0 - cache.lam) * p_model_BxV + cache.lam * p_cache_BxV
+    return jnp.where(count > 0, mixed_BxV, p_model_BxV)
+
+
+def rank_of(scores_BxV, targets_B):
+    """[B] the targets' ranks, 1 = the most likely: one plus the number of words that
+    score strictly higher (logits, probabilities: any order-keeping score)."""
+    target_Bx1 = jnp.take_along_axis(scores_BxV, targets_B[:, None], -1)
+    return 1 + jnp.sum(scores_BxV > target_Bx1, axis=-1)
 
 
 def dynamic_update(dynamic: Dynamic, params, params0, grads, rms):
@@ -107,14 +137,19 @@ def segment_scores(params, carry, inputs_BxT, targets_BxT, *, cfg):
     return -jnp.mean(log_probs_TxB), (outputs_TxBxH, log_probs_TxB, carry)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "cache", "dynamic"))
-def stream_pass(params0, state, inputs_NxBxT, targets_NxBxT, rms, *, cfg, cache, dynamic):
-    """Walk N segments: (state, target log-probs [N, T, B]). `state` is (params, carry,
-    cache state or None); `params0` the trained parameters that dynamic evaluation decays
-    toward; `rms` the gradient statistics (None unless dynamic.rms)."""
+@functools.partial(jax.jit, static_argnames=("cfg", "cache", "dynamic", "ranks"))
+def stream_pass(
+    params0, state, inputs_NxBxT, targets_NxBxT, rms, *, cfg, cache, dynamic, ranks=False
+):
+    """Walk N segments: (state, (target log-probs [N, T, B], their ranks [N, T, B] or
+    None)). `state` is (params, carry, cache state or None); `params0` the trained
+    parameters that dynamic evaluation decays toward; `rms` the gradient statistics (None
+    unless dynamic.rms); `ranks`: also each target's rank in the distribution it was
+    scored by (the mixture's, with the cache)."""
 
     def segment(state, batch):
         params, carry, cache_state = state
+        scored_by = params
         if dynamic is None:
             _, (outputs_TxBxH, log_probs_TxB, carry) = segment_scores(
                 params, carry, *batch, cfg=cfg
@@ -123,21 +158,38 @@ def stream_pass(params0, state, inputs_NxBxT, targets_NxBxT, rms, *, cfg, cache,
             grad_fn = jax.grad(segment_scores, has_aux=True)
             grads, (outputs_TxBxH, log_probs_TxB, carry) = grad_fn(params, carry, *batch, cfg=cfg)
             params = dynamic_update(dynamic, params, params0, grads, rms)
+        logits_TxBxV = model.logits(scored_by, outputs_TxBxH) if ranks else None
+        ranks_TxB = None
+        if cache is None and ranks:
+            ranks_TxB = jax.vmap(rank_of)(logits_TxBxV, batch[1].T)
         if cache is not None:
-            step = functools.partial(cache_step, cache)
-            xs = (outputs_TxBxH, log_probs_TxB, batch[1].T)
-            cache_state, log_probs_TxB = jax.lax.scan(lambda s, x: step(s, *x), cache_state, xs)
-        return (params, carry, cache_state), log_probs_TxB
+            xs = (outputs_TxBxH, log_probs_TxB, batch[1].T, logits_TxBxV)
+            cache_state, (log_probs_TxB, ranks_TxB) = jax.lax.scan(
+                functools.partial(cached_step, cache), cache_state, xs
+            )
+        return (params, carry, cache_state), (log_probs_TxB, ranks_TxB)
 
     return jax.lax.scan(segment, state, (inputs_NxBxT, targets_NxBxT))
 
 
-def stream_log_probs(
-    params, ids, batch_size: int, num_steps: int, *, cfg, cache=None, dynamic=None, rms=None
-) -> np.ndarray:
-    """log p of every scored word of `ids`: [B, L] for B rows of the stream laid out as
-    TF's reader does, in segments of num_steps. With batch 1 every word after the first is
-    scored (a shorter last segment takes the rest), as in TF's test protocol."""
+def cached_step(cache: Cache, state, step):
+    """cache_step on one step's (h, model log p, targets, logits or None): (state, (log p,
+    ranks in the mixture, or None without logits))."""
+    h_BxH, model_log_probs_B, targets_B, logits_BxV = step
+    ranks_B = None
+    if logits_BxV is not None:
+        ranks_B = rank_of(cache_distribution(cache, state, h_BxH, logits_BxV), targets_B)
+    state, log_probs_B = cache_step(cache, state, h_BxH, model_log_probs_B, targets_B)
+    return state, (log_probs_B, ranks_B)
+
+
+def stream_scores(
+    params, ids, batch_size, num_steps, *, cfg, cache=None, dynamic=None, rms=None, ranks=False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(log p, rank or None) of every scored word of `ids`, each [B, L], for B rows of the
+    stream laid out as TF's reader does, in segments of num_steps. With batch 1 every
+    word after the first is scored (a shorter last segment takes the rest), as in TF's
+    test protocol. Ranks (1 = the most likely word) only when `ranks` is set."""
     num_full = data.epoch_size(len(ids), batch_size, num_steps)
     segments = [data.epoch_batches(ids, batch_size, num_steps)] if num_full > 0 else []
     done = max(num_full, 0) * num_steps
@@ -148,13 +200,28 @@ def stream_log_probs(
     if cache is not None:
         cache_state = empty_cache(cache, batch_size, cfg.layer_sizes[-1])
     state = (params, model.zero_carry(cfg, batch_size), cache_state)
-    pieces = []
+    log_probs, rank = [], []
     for inputs, targets in segments:
-        state, log_probs_NxTxB = stream_pass(
-            params, state, inputs, targets, rms, cfg=cfg, cache=cache, dynamic=dynamic
+        state, (log_probs_NxTxB, ranks_NxTxB) = stream_pass(
+            params, state, inputs, targets, rms, cfg=cfg, cache=cache, dynamic=dynamic, ranks=ranks
         )
-        pieces.append(np.asarray(log_probs_NxTxB).transpose(2, 0, 1).reshape(batch_size, -1))
-    return np.concatenate(pieces, axis=1)
+        log_probs.append(rows(log_probs_NxTxB, batch_size))
+        rank.append(rows(ranks_NxTxB, batch_size) if ranks else None)
+    return np.concatenate(log_probs, axis=1), np.concatenate(rank, axis=1) if ranks else None
+
+
+def rows(scores_NxTxB, batch_size: int) -> np.ndarray:
+    """[B, N * T]: each row's scores in the order of its words."""
+    return np.asarray(scores_NxTxB).transpose(2, 0, 1).reshape(batch_size, -1)
+
+
+def stream_log_probs(
+    params, ids, batch_size: int, num_steps: int, *, cfg, cache=None, dynamic=None, rms=None
+) -> np.ndarray:
+    """log p [B, L] of every scored word of `ids`: stream_scores without the ranks."""
+    return stream_scores(
+        params, ids, batch_size, num_steps, cfg=cfg, cache=cache, dynamic=dynamic, rms=rms
+    )[0]
 
 
 def stream_perplexity(log_probs: np.ndarray) -> float:

@@ -128,14 +128,19 @@ def test_dynamic_evaluation_matches_a_loop_of_score_then_step(rms):
 @pytest.mark.parametrize("batch_size, length", [(2, 2 * 13), (1, 23)])  # 2: rows; 1: a short end
 def test_the_cache_and_dynamic_evaluation_together_match_a_hand_written_loop(batch_size, length):
     # Per segment: score with the current parameters, each word mixed in float64 with the
-    # cache of that row's last W (h, word) pairs, across segment edges; then store the
-    # segment's pairs and take the SGD step. With batch 1 the last segment is shorter.
+    # cache of that row's last W (h, word) pairs, across segment edges, and ranked in the
+    # whole mixed distribution; then store the segment's pairs and take the SGD step.
+    # With batch 1 the last segment is shorter.
     ids, num_steps = stream(length + 1, seed=6), 4
     cache = adaptive.Cache(window=5, lam=0.35, theta=0.8)
     dynamic = adaptive.Dynamic(learning_rate=0.4, decay=0.1, rms=False)
-    got = adaptive.stream_log_probs(
+    got, got_ranks = adaptive.stream_scores(
+        PARAMS, ids, batch_size, num_steps, cfg=CFG, cache=cache, dynamic=dynamic, ranks=True
+    )
+    without_ranks = adaptive.stream_log_probs(
         PARAMS, ids, batch_size, num_steps, cfg=CFG, cache=cache, dynamic=dynamic
     )
+    np.testing.assert_array_equal(got, without_ranks)  # asking for ranks changes no score
 
     rows = data.batchify(ids, batch_size)
     ends = list(range(0, rows.shape[1] - 1, num_steps)) + [rows.shape[1] - 1]
@@ -146,7 +151,7 @@ def test_the_cache_and_dynamic_evaluation_together_match_a_hand_written_loop(bat
     gradient = jax.jit(jax.value_and_grad(mean_token_loss, has_aux=True))
     params, carry = PARAMS, model.zero_carry(CFG, batch_size)
     history = [[] for _ in range(batch_size)]  # per row: (h, target) of every scored word
-    want = np.zeros((batch_size, ends[-1]))
+    want, want_ranks = np.zeros((batch_size, ends[-1])), np.zeros((batch_size, ends[-1]), int)
     for start, end in zip(ends[:-1], ends[1:]):
         x, y = rows[:, start:end], rows[:, start + 1 : end + 1]
         outputs_TxBxH, _ = hidden_states(params, carry=carry, inputs_BxT=x)
@@ -156,6 +161,7 @@ def test_the_cache_and_dynamic_evaluation_together_match_a_hand_written_loop(bat
         for b in range(batch_size):
             for t in range(end - start):
                 p_model = np.exp(log_p[t, b, y[b, t]])
+                p_V = np.exp(log_p[t, b])  # the whole distribution, for the target's rank
                 window = history[b][-cache.window :]
                 if window:
                     scores = np.array([cache.theta * h[t, b] @ key for key, _ in window])
@@ -163,12 +169,19 @@ def test_the_cache_and_dynamic_evaluation_together_match_a_hand_written_loop(bat
                     weights /= weights.sum()
                     p_cache = sum(w for w, (_, word) in zip(weights, window) if word == y[b, t])
                     p_model = (1 - cache.lam) * p_model + cache.lam * p_cache
+                    p_cache_V = np.zeros(CFG.vocab_size)
+                    for w, (_, word) in zip(weights, window):
+                        p_cache_V[word] += w
+                    p_V = (1 - cache.lam) * p_V + cache.lam * p_cache_V
                 want[b, start + t] = np.log(p_model)
+                want_ranks[b, start + t] = 1 + np.sum(p_V > p_V[y[b, t]])
                 history[b].append((h[t, b], y[b, t]))
         (_, carry), grads = gradient(params, carry, x, y)
         params = jax.tree.map(lambda p, p0, g: p - 0.4 * g + 0.1 * (p0 - p), params, PARAMS, grads)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(got_ranks, want_ranks)
+    assert len(np.unique(want_ranks)) > 2  # the ranks tell words apart
     moved = max(
         float(np.abs(p - p0).max()) for p, p0 in zip(*map(jax.tree.leaves, (params, PARAMS)))
     )
