@@ -4,9 +4,14 @@
     python main.py --mode=evaluate --workdir=DIR [--eval_batch_size=1 --eval_num_steps=1]
                    [--cache_window=500 --cache_lambda=0.15 --cache_theta=0.3]
                    [--dynamic_eval --dynamic_lr=1e-3 --dynamic_decay=2e-4 --dynamic_rule=rms]
-    python main.py --mode=score --workdir=DIR --text_file=FILE [cache and dynamic flags]
+    python main.py --mode=score --workdir=DIR --text_file=FILE [--per_word=ROWS.tsv]
+                   [cache and dynamic flags]
+    python main.py --mode=predict --workdir=DIR --prompt="the stock" [--top_k=10]
+                   [--prompt_file=FILE]
     python main.py --mode=sample --workdir=DIR [--prompt=TEXT --num_words=50 --temperature=1
-                   --top_k=0 --greedy --seed=0]
+                   --top_k=0 --greedy --no_unk --no_eos --seed=0]
+    python main.py --mode=embeddings --workdir=DIR --out=OUT [--num_words=2000]
+                   [--which=input|output] [--neighbours=stock,bank,monday]
 
 Training resumes from DIR's latest checkpoint when DIR already holds the run, and splits
 the batch across all devices. On several hosts, run the same command on each with
@@ -25,11 +30,16 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lstm_lm import adaptive, checkpoints, data, inference, train
+from lstm_lm import adaptive, checkpoints, data, embeddings, inference, train
 from lstm_lm import config as config_lib
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "score", "sample"], "What to do.")
+flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "evaluate", "score", "predict", "sample", "embeddings"],
+    "What to do.",
+)
 flags.DEFINE_string("workdir", None, "The run's directory; training resumes from it.")
 flags.DEFINE_string(
     "jax_cache_dir",
@@ -44,6 +54,11 @@ flags.DEFINE_integer(
     "eval_num_steps", None, lower_bound=1, help="evaluate: unrolled steps for both splits."
 )
 flags.DEFINE_string("text_file", None, "score: the text file to score.")
+flags.DEFINE_string(
+    "per_word",
+    None,
+    "score: also write each scored word's log-probability and rank to this .tsv or .jsonl.",
+)
 ADAPTIVE_FLAGS = [
     flags.DEFINE_integer(
         "cache_window",
@@ -79,14 +94,39 @@ ADAPTIVE_FLAGS = [
         lower_bound=0,
     ),
 ]
-flags.DEFINE_string("prompt", "", "sample: words to start from (default: a new sentence).")
-flags.DEFINE_integer("num_words", 50, "sample: how many words to draw.", lower_bound=1)
-flags.DEFINE_float("temperature", 1.0, "sample: softmax temperature.")
-flags.DEFINE_integer(
-    "top_k", 0, "sample: draw from the k most likely words only (0 = all).", lower_bound=0
+flags.DEFINE_string(
+    "prompt", "", "predict/sample: the words to start from (default: a new sentence)."
 )
+flags.DEFINE_string("prompt_file", None, "predict: a file of prompts, one per line.")
+flags.DEFINE_integer(
+    "top_k",
+    None,
+    "predict: how many words to list (default 10, 0 = all). sample: draw from the k most "
+    "likely words only (default 0 = all).",
+    lower_bound=0,
+)
+flags.DEFINE_integer(
+    "num_words",
+    None,
+    "sample: how many words to draw (default 50). embeddings: how many of the most "
+    "frequent words to write and picture (default 2000, or the whole vocabulary).",
+    lower_bound=1,
+)
+flags.DEFINE_float("temperature", 1.0, "sample: softmax temperature.")
 flags.DEFINE_bool("greedy", False, "sample: always take the most likely word.")
-flags.DEFINE_integer("seed", 0, "sample: random seed.")
+flags.DEFINE_bool("no_unk", False, "sample: never draw <unk> (renormalise without it).")
+flags.DEFINE_bool("no_eos", False, "sample: never draw <eos>, so never end a line.")
+flags.DEFINE_integer("seed", 0, "sample: random seed; embeddings: t-SNE's random state.")
+flags.DEFINE_string("out", None, "embeddings: the directory to write the files to.")
+flags.DEFINE_enum(
+    "which",
+    "input",
+    list(embeddings.MATRICES),
+    "embeddings: the input embedding or the softmax weight (one matrix when tied).",
+)
+flags.DEFINE_list(
+    "neighbours", [], "embeddings: print these words' nearest words by cosine, as w1,w2,..."
+)
 flags.DEFINE_bool(
     "distributed",
     False,
@@ -164,7 +204,7 @@ def resume_command(workdir: pathlib.Path) -> str:
     return shlex.join(["python", sys.argv[0], *args, f"--workdir={workdir}"])
 
 
-def run_training(workdir: pathlib.Path) -> None:
+def train_mode(workdir: pathlib.Path) -> None:
     try:
         train.train_and_evaluate(FLAGS.config, workdir)
     except train.Interrupted as e:
@@ -176,16 +216,136 @@ def run_training(workdir: pathlib.Path) -> None:
         sys.exit(128 + e.signum)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+def evaluate_mode(workdir: pathlib.Path) -> None:
+    cache, dynamic = adaptive_evaluation()
+    run = inference.load_run(workdir, FLAGS.step)
+    results = inference.evaluate_run(
+        run,
+        FLAGS.eval_batch_size,
+        FLAGS.eval_num_steps,
+        cache=cache,
+        dynamic=dynamic,
+        rms_batches=FLAGS.dynamic_rms_batches,
+    )
+    print(json.dumps(dict(results, step=run.step), indent=2))
+
+
+def score_mode(workdir: pathlib.Path) -> None:
+    if not FLAGS.text_file:
+        raise app.UsageError("--mode=score needs --text_file.")
+    cache, dynamic = adaptive_evaluation()
+    per_word = pathlib.Path(FLAGS.per_word) if FLAGS.per_word else None
+    run = inference.load_run(workdir, FLAGS.step)
+    path = pathlib.Path(FLAGS.text_file)
+    print(
+        json.dumps(
+            inference.score_file(run, path, cache, dynamic, FLAGS.dynamic_rms_batches, per_word),
+            indent=2,
+        )
+    )
+
+
+def predict_mode(workdir: pathlib.Path) -> None:
+    prompts = [FLAGS.prompt]
+    if FLAGS.prompt_file:
+        prompts = inference.read_prompts(pathlib.Path(FLAGS.prompt_file))
+    run = inference.load_run(workdir, FLAGS.step)
+    top_k = 10 if FLAGS.top_k is None else FLAGS.top_k
+    results = [dict(prompt=p, next_words=inference.predict(run, p, top_k)) for p in prompts]
+    if sys.stdout.isatty():
+        print("\n\n".join(prediction_table(**result) for result in results))
+    else:
+        print(json.dumps(results, indent=2))
+
+
+def prediction_table(prompt: str, next_words: list[dict]) -> str:
+    """The next words after `prompt` as a table for a terminal."""
+    lines = [f"after {prompt!r}:" if prompt else "at the start of a sentence:"]
+    lines.append(f"{'rank':>6}  {'word':<16} {'probability':>11} {'log p':>8}")
+    for rank, w in enumerate(next_words, 1):
+        lines.append(f"{rank:>6}  {w['word']:<16} {w['probability']:>11.4f} {w['log_prob']:>8.3f}")
+    return "\n".join(lines)
+
+
+def sample_mode(workdir: pathlib.Path) -> None:
+    run = inference.load_run(workdir, FLAGS.step)
+    text = inference.sample_text(
+        run,
+        FLAGS.prompt,
+        50 if FLAGS.num_words is None else FLAGS.num_words,
+        temperature=FLAGS.temperature,
+        top_k=FLAGS.top_k or 0,
+        greedy=FLAGS.greedy,
+        seed=FLAGS.seed,
+        no_unk=FLAGS.no_unk,
+        no_eos=FLAGS.no_eos,
+    )
+    print(text)
+
+
+def embeddings_mode(workdir: pathlib.Path) -> None:
+    if not FLAGS.out and not FLAGS.neighbours:
+        raise app.UsageError("--mode=embeddings needs --out=DIR (or --neighbours=WORDS).")
+    run = inference.load_run(workdir, FLAGS.step)
+    out = pathlib.Path(FLAGS.out) if FLAGS.out else None
+    written = inference.look_at_embeddings(
+        run, FLAGS.which, FLAGS.num_words, FLAGS.neighbours, out, FLAGS.seed
+    )
+    for word, near in written["neighbours"].items():
+        print(f"{word}: " + ", ".join(f"{w} {cosine:.3f}" for w, cosine in near))
+    if FLAGS.out:
+        print(f"Wrote {', '.join(written['files'])} to {FLAGS.out}.")
+
+
+MODES = {
+    "train": train_mode,
+    "evaluate": evaluate_mode,
+    "score": score_mode,
+    "predict": predict_mode,
+    "sample": sample_mode,
+    "embeddings": embeddings_mode,
+}
+# The flags that only some modes read; given with another mode, they are an error.
+FLAG_MODES = {
+    **{f.name: ("evaluate", "score") for f in ADAPTIVE_FLAGS},
+    "eval_batch_size": ("evaluate",),
+    "eval_num_steps": ("evaluate",),
+    "text_file": ("score",),
+    "per_word": ("score",),
+    "prompt": ("predict", "sample"),
+    "prompt_file": ("predict",),
+    "top_k": ("predict", "sample"),
+    "num_words": ("sample", "embeddings"),
+    "temperature": ("sample",),
+    "greedy": ("sample",),
+    "no_unk": ("sample",),
+    "no_eos": ("sample",),
+    "seed": ("sample", "embeddings"),
+    "out": ("embeddings",),
+    "which": ("embeddings",),
+    "neighbours": ("embeddings",),
+}
+
+
+def check_flags() -> None:
+    """UsageError for a flag the mode does not read, or a missing --config/--workdir."""
     if FLAGS.mode == "train" and FLAGS.config is None:
         raise app.UsageError("Training needs --config=configs/<name>.py.")
     if FLAGS.mode != "train" and FLAGS.workdir is None:
         raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir of a trained run.")
-    given = [f"--{f.name}" for f in ADAPTIVE_FLAGS if FLAGS[f.name].present]
-    if given and FLAGS.mode not in ("evaluate", "score"):
-        raise app.UsageError(f"{', '.join(given)}: for --mode=evaluate or score only.")
+    given = [name for name, modes in FLAG_MODES.items() if FLAGS[name].present]
+    for name in given:
+        if FLAGS.mode not in FLAG_MODES[name]:
+            modes = " or ".join(FLAG_MODES[name])
+            raise app.UsageError(f"--{name}: for --mode={modes} only.")
+    if FLAGS.prompt_file and FLAGS["prompt"].present:
+        raise app.UsageError("Give --prompt or --prompt_file, not both.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    check_flags()
     workdir = pathlib.Path(
         FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
     )
@@ -204,39 +364,7 @@ def main(argv):
         jax.devices(),
     )
     try:
-        if FLAGS.mode == "train":
-            run_training(workdir)
-            return
-        cache, dynamic = adaptive_evaluation()
-        run = inference.load_run(workdir, FLAGS.step)
-        if FLAGS.mode == "evaluate":
-            results = inference.evaluate_run(
-                run,
-                FLAGS.eval_batch_size,
-                FLAGS.eval_num_steps,
-                cache=cache,
-                dynamic=dynamic,
-                rms_batches=FLAGS.dynamic_rms_batches,
-            )
-            print(json.dumps(dict(results, step=run.step), indent=2))
-        elif FLAGS.mode == "score":
-            if not FLAGS.text_file:
-                raise app.UsageError("--mode=score needs --text_file.")
-            path = pathlib.Path(FLAGS.text_file)
-            scores = inference.score_file(run, path, cache, dynamic, FLAGS.dynamic_rms_batches)
-            print(json.dumps(scores, indent=2))
-        else:
-            print(
-                inference.sample_text(
-                    run,
-                    FLAGS.prompt,
-                    FLAGS.num_words,
-                    temperature=FLAGS.temperature,
-                    top_k=FLAGS.top_k,
-                    greedy=FLAGS.greedy,
-                    seed=FLAGS.seed,
-                )
-            )
+        MODES[FLAGS.mode](workdir)
     except USER_ERRORS as e:
         sys.exit(f"Error: {e}")
 

@@ -1,4 +1,5 @@
-"""Using a trained run's checkpoint: evaluate it on its corpus, score a text file, sample.
+"""Using a trained run's checkpoint: evaluate it on its corpus, score a text file (per
+word too), predict the next word, sample.
 
 Each function takes the run's workdir (its config.json, vocab.txt and checkpoints/) and
 a checkpoint step (None = the latest); none of them needs the training data except
@@ -6,6 +7,8 @@ a checkpoint step (None = the latest); none of them needs the training data exce
 """
 
 import dataclasses
+import functools
+import json
 import pathlib
 import re
 
@@ -13,7 +16,17 @@ import jax
 import numpy as np
 from absl import logging
 
-from lstm_lm import adaptive, checkpoints, data, evaluation, model, optim, parallel, sampling
+from lstm_lm import (
+    adaptive,
+    checkpoints,
+    data,
+    embeddings,
+    evaluation,
+    model,
+    optim,
+    parallel,
+    sampling,
+)
 from lstm_lm import config as config_lib
 
 ADAPTIVE_STEPS = 20  # segment length of the cache and dynamic evaluation, by default
@@ -135,26 +148,166 @@ def score_ids(
     """Perplexity of the stream `ids` read as one row: every id after the first is
     predicted from all before it (the first is context only, as in TF's evaluation),
     with the cache and dynamic evaluation when they are given."""
+    return adaptive.stream_perplexity(word_scores(run, ids, num_steps, cache, dynamic, rms)[0])
+
+
+def word_scores(
+    run: Run, ids: np.ndarray, num_steps: int = 100, cache=None, dynamic=None, rms=None, ranks=False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(log p [L], rank [L] or None) of each id of `ids` after the first, read as one row
+    as `score_ids` does; a rank is 1 for the word the model found most likely."""
     if len(ids) < 2:
         raise data.DataError(f"Need at least two words to score, got {len(ids)}.")
-    log_probs = adaptive.stream_log_probs(
-        run.params, ids, 1, num_steps, cfg=run.cfg, cache=cache, dynamic=dynamic, rms=rms
+    log_probs, word_ranks = adaptive.stream_scores(
+        run.params,
+        ids,
+        1,
+        num_steps,
+        cfg=run.cfg,
+        cache=cache,
+        dynamic=dynamic,
+        rms=rms,
+        ranks=ranks,
     )
-    return adaptive.stream_perplexity(log_probs)
+    return log_probs[0], None if word_ranks is None else word_ranks[0]
 
 
 def score_file(
-    run: Run, path: pathlib.Path, cache=None, dynamic=None, rms_batches: int = 0
+    run: Run,
+    path: pathlib.Path,
+    cache=None,
+    dynamic=None,
+    rms_batches: int = 0,
+    per_word: pathlib.Path | None = None,
 ) -> dict:
     """Perplexity of a text file, its words read as PTB's (newline = <eos>) with words
     outside the vocabulary mapped to <unk>; the cache and dynamic evaluation as given
-    (RMS dynamic evaluation reads the run's training split for its statistics)."""
+    (RMS dynamic evaluation reads the run's training split for its statistics). With
+    `per_word` (a .tsv or .jsonl path), each scored word's row goes there too: see
+    per_word_rows."""
+    if per_word is not None and per_word.suffix not in ROW_WRITERS:
+        raise config_lib.ConfigError(
+            f"--per_word={per_word}: the file must end in .tsv or .jsonl, to say its format."
+        )
     words = data.read_words(path)
     ids = data.words_to_ids(words, run.vocab)
     num_unknown = sum(w not in run.vocab for w in words)
     rms = training_rms(run, None, dynamic, rms_batches)
-    perplexity = score_ids(run, ids, cache=cache, dynamic=dynamic, rms=rms)
+    log_probs, ranks = word_scores(
+        run, ids, cache=cache, dynamic=dynamic, rms=rms, ranks=per_word is not None
+    )
+    if per_word is not None:
+        ROW_WRITERS[per_word.suffix](per_word, per_word_rows(words, log_probs, ranks, run.vocab))
+    perplexity = adaptive.stream_perplexity(log_probs)
     return dict(perplexity=perplexity, words=len(words), unknown_words=num_unknown, step=run.step)
+
+
+def per_word_rows(words: list[str], log_probs, ranks, vocab) -> list[dict]:
+    """One row per scored word (every word but the first, which is context only): its
+    position in the text (from 0, `<eos>` counted), the word as written, its natural
+    log-probability, its rank in the distribution it was scored by (1 = the most likely
+    word) and whether it was read as `<unk>`."""
+    return [
+        dict(position=i, word=w, log_prob=float(lp), rank=int(r), unk=w not in vocab)
+        for i, w, lp, r in zip(range(1, len(words)), words[1:], log_probs, ranks)
+    ]
+
+
+def write_tsv(path: pathlib.Path, rows: list[dict]) -> None:
+    lines = ["\t".join(rows[0])] + ["\t".join(str(v) for v in row.values()) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_jsonl(path: pathlib.Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+ROW_WRITERS = {".tsv": write_tsv, ".jsonl": write_jsonl}
+
+
+def prompt_ids(run: Run, prompt: str) -> np.ndarray:
+    """The prompt's word ids; an empty prompt starts a new sentence (the model is fed
+    `<eos>`). Words outside the vocabulary are read as `<unk>`, with a warning."""
+    prompt_words = prompt.split() or [data.EOS]
+    unknown = sorted({w for w in prompt_words if w not in run.vocab})
+    if unknown:
+        logging.warning("Prompt words not in the vocabulary, read as <unk>: %s", unknown)
+    return data.words_to_ids(prompt_words, run.vocab)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def next_word_log_probs(params, ids_P, *, cfg) -> jax.Array:
+    """log p(next word) [V] after the prompt ids [P], from a zero carry."""
+    logits_PxBxV, _ = model.forward(params, cfg, model.zero_carry(cfg, 1), ids_P[None, :])
+    return jax.nn.log_softmax(logits_PxBxV[-1, 0])
+
+
+def predict(run: Run, prompt: str, top_k: int) -> list[dict]:
+    """The `top_k` most likely next words after `prompt` (0: every word), most likely
+    first, each with its probability and natural log-probability."""
+    if not 0 <= top_k <= run.cfg.vocab_size:
+        raise config_lib.ConfigError(f"top_k must be in [0, {run.cfg.vocab_size}], got {top_k}.")
+    log_probs_V = np.asarray(next_word_log_probs(run.params, prompt_ids(run, prompt), cfg=run.cfg))
+    order = np.argsort(-log_probs_V, kind="stable")[: top_k or None]
+    id_to_word = list(run.vocab)
+    return [
+        dict(word=id_to_word[i], probability=float(np.exp(lp)), log_prob=float(lp))
+        for i, lp in zip(order, log_probs_V[order])
+    ]
+
+
+def read_prompts(path: pathlib.Path) -> list[str]:
+    """The prompts in a text file, one per non-blank line."""
+    try:
+        prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError as e:
+        raise data.DataError(f"Could not read the prompt file {path}: {e.strerror}.") from e
+    if not prompts:
+        raise data.DataError(f"The prompt file {path} has no prompts: write one per line.")
+    return prompts
+
+
+def look_at_embeddings(
+    run: Run,
+    which: str,
+    num_words: int | None,
+    neighbour_words: list[str],
+    out: pathlib.Path | None,
+    seed: int = 0,
+) -> dict:
+    """The `which` ("input" or "output") word vectors: each of `neighbour_words`' ten
+    nearest words by cosine, and with `out`, the `num_words` most frequent words' vectors
+    and labels for the Embedding Projector and their t-SNE picture written there
+    (lstm_lm/embeddings.py; None: embeddings.NUM_WORDS, or the whole vocabulary if it is
+    smaller). Returns {"neighbours": {word: [(word, cosine), ...]}, "files": the names
+    written}."""
+    V, id_to_word = run.cfg.vocab_size, list(run.vocab)
+    if num_words is None:
+        num_words = min(embeddings.NUM_WORDS, V)
+    if out is not None and not 5 <= num_words <= V:
+        raise config_lib.ConfigError(
+            f"--num_words={num_words}: the vocabulary has {V} words, and a t-SNE picture "
+            f"needs at least 5: give a number in [5, {V}]."
+        )
+    unknown = [w for w in neighbour_words if w not in run.vocab]
+    if unknown:
+        raise config_lib.ConfigError(
+            f"--neighbours: {', '.join(unknown)} not in the vocabulary ({run.cfg.vocab_size} "
+            "words, in vocab.txt)."
+        )
+    vectors_VxD = embeddings.vectors(run.params, which)
+    neighbours = {
+        w: [(id_to_word[i], c) for i, c in embeddings.nearest(vectors_VxD, run.vocab[w], 10)]
+        for w in neighbour_words
+    }
+    if out is None:
+        return dict(neighbours=neighbours, files=[])
+    words, vectors_NxD = id_to_word[:num_words], vectors_VxD[:num_words]
+    embeddings.write_projector_files(out, vectors_NxD, words)
+    points_Nx2 = embeddings.tsne_points(vectors_NxD, seed)
+    title = f"t-SNE of the {which} vectors of the {num_words} most frequent words"
+    embeddings.write_tsne_picture(out / "tsne.png", points_Nx2, words, title)
+    return dict(neighbours=neighbours, files=["vectors.tsv", "metadata.tsv", "tsne.png"])
 
 
 def sample_text(
@@ -166,9 +319,12 @@ def sample_text(
     top_k: int,
     greedy: bool,
     seed: int,
+    no_unk: bool = False,
+    no_eos: bool = False,
 ) -> str:
     """The prompt and `num_words` sampled words after it, `<eos>` shown as a newline.
-    An empty prompt starts a new sentence (the model is fed `<eos>`)."""
+    An empty prompt starts a new sentence (the model is fed `<eos>`). `no_unk`, `no_eos`:
+    never draw `<unk>` or `<eos>` (the rest of the distribution renormalised)."""
     if num_words <= 0:
         raise config_lib.ConfigError(f"The number of words to sample must be > 0, got {num_words}.")
     if not greedy and not temperature > 0:
@@ -177,20 +333,17 @@ def sample_text(
         )
     if not 0 <= top_k <= run.cfg.vocab_size:
         raise config_lib.ConfigError(f"top_k must be in [0, {run.cfg.vocab_size}], got {top_k}.")
-    prompt_words = prompt.split() or [data.EOS]
-    unknown = sorted({w for w in prompt_words if w not in run.vocab})
-    if unknown:
-        logging.warning("Prompt words not in the vocabulary, read as <unk>: %s", unknown)
-    prompt_ids = data.words_to_ids(prompt_words, run.vocab)
+    banned = [w for w, ban in ((data.UNK, no_unk), (data.EOS, no_eos)) if ban and w in run.vocab]
     words_N = sampling.sample(
         run.params,
-        prompt_ids,
+        prompt_ids(run, prompt),
         jax.random.PRNGKey(seed),
         temperature,
         cfg=run.cfg,
         num_words=num_words,
         top_k=top_k,
         greedy=greedy,
+        banned=tuple(run.vocab[w] for w in banned),
     )
     id_to_word = list(run.vocab)
     text = " ".join([*prompt.split(), *(id_to_word[i] for i in np.asarray(words_N))])

@@ -9,7 +9,8 @@ import pathlib
 import pytest
 from helpers import REPO, make_tarball, make_zip, run_main, write_corpus
 
-from lstm_lm import data
+from lstm_lm import config as config_lib
+from lstm_lm import data, inference
 
 pytestmark = pytest.mark.slow  # each case runs main.py in a subprocess
 DENIED_PATHS_SHIM = REPO / "tests" / "denied_paths"  # its sitecustomize.py denies reads
@@ -144,3 +145,28 @@ def test_a_workdir_of_the_flat_config_is_refused_with_what_to_do(tmp_path):
     resume = run_main(tmp_path, f"--workdir={old}", f"--config.data.data_dir={data_dir}")
     for proc in (evaluate, resume):
         assert_clear_error(proc, "is a flat config of lstm_lm 0.1", "Train in a new workdir")
+
+
+def test_the_inspection_modes_refuse_bad_input_in_one_line(trained, tmp_path):
+    _, workdir, _ = trained
+    run = inference.load_run(workdir)
+    V = run.cfg.vocab_size
+    with pytest.raises(config_lib.ConfigError, match=f"--num_words={V + 1}: the vocabulary has"):
+        inference.look_at_embeddings(run, "input", V + 1, [], tmp_path / "out")
+    with pytest.raises(config_lib.ConfigError, match="--neighbours: zebra not in the vocabulary"):
+        inference.look_at_embeddings(run, "input", 10, ["w1", "zebra"], None)
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    with pytest.raises(data.DataError, match="has no prompts: write one per line"):
+        inference.read_prompts(tmp_path / "empty.txt")
+    with pytest.raises(data.DataError, match="Could not read the prompt file"):
+        inference.read_prompts(tmp_path / "missing.txt")
+    with pytest.raises(config_lib.ConfigError, match="must end in .tsv or .jsonl"):
+        inference.score_file(run, tmp_path / "empty.txt", per_word=tmp_path / "rows.csv")
+    # Through main.py: a usage error, a flag of another mode, and a user error, one line each.
+    embed = ["--mode=embeddings", f"--workdir={workdir}"]
+    assert_clear_error(run_main(tmp_path, *embed, config=None), "needs --out=DIR")
+    proc = run_main(tmp_path, *embed, "--out=x", "--per_word=rows.tsv", config=None)
+    assert_clear_error(proc, "--per_word: for --mode=score only")
+    proc = run_main(tmp_path, *embed, "--neighbours=zebra", config=None)
+    assert_clear_error(proc, "Error: --neighbours: zebra not in the vocabulary")
+    assert len(proc.stderr.strip().splitlines()[-1]) > 0 and proc.stdout == ""

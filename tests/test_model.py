@@ -22,15 +22,15 @@ def numpy_basic_lstm_cell(kernel, bias, c, h, x, forget_bias):
     return new_c, np.tanh(new_c) * sigmoid(o)
 
 
-def numpy_cost(params, carry, inputs, targets, forget_bias=0.0):
-    """A whole forward pass and TF's cost, step by step in numpy (float64). Layers may
-    differ in size; with tied embeddings the softmax weight is the embedding."""
+def numpy_log_probs(params, carry, inputs, forget_bias=0.0):
+    """log p [B, T, V] of every word at every step, and the final carry: a whole forward
+    pass step by step in numpy (float64). Layers may differ in size; with tied embeddings
+    the softmax weight is the embedding."""
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
     c = [np.asarray(layer_c, np.float64) for layer_c, _ in carry]
     h = [np.asarray(layer_h, np.float64) for _, layer_h in carry]
-    batch, steps = inputs.shape
-    cost = 0.0
-    for t in range(steps):
+    steps = []
+    for t in range(inputs.shape[1]):
         x = p["embedding"][inputs[:, t]]
         for layer_idx, layer in enumerate(p["lstm"]):
             kernel = np.concatenate([layer["w_x"], layer["w_h"]], axis=0)
@@ -41,9 +41,17 @@ def numpy_cost(params, carry, inputs, targets, forget_bias=0.0):
         softmax_w = p["softmax"]["w"] if "w" in p["softmax"] else p["embedding"]  # [V, H]
         logits = x @ softmax_w.T + p["softmax"]["b"]
         logits = logits - logits.max(axis=1, keepdims=True)
-        log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        cost -= log_probs[np.arange(batch), targets[:, t]].sum() / batch
-    return cost, list(zip(c, h))
+        steps.append(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))
+    return np.stack(steps, axis=1), list(zip(c, h))
+
+
+def numpy_cost(params, carry, inputs, targets, forget_bias=0.0):
+    """TF's cost (summed over steps, averaged over the batch) of numpy_log_probs, and the
+    final carry."""
+    log_probs, carry = numpy_log_probs(params, carry, inputs, forget_bias)
+    batch, steps = inputs.shape
+    target_log_probs = log_probs[np.arange(batch)[:, None], np.arange(steps), targets]
+    return -target_log_probs.sum() / batch, carry
 
 
 # Zaremba's shape; layers of different sizes under a distinct embedding; tied embeddings.

@@ -343,6 +343,49 @@ def test_sample_mode_prints_the_prompt_and_the_drawn_words(trained, tmp_path):
         assert len(words) + newlines == 22 and set(words) <= vocab
 
 
+def test_predict_per_word_scores_no_unk_and_embeddings_through_main(trained, tmp_path):
+    _, workdir, _ = trained
+    vocab = (workdir / "vocab.txt").read_text().split()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("w1 w2\n\nw3 zebra\n")  # a blank line is no prompt
+    predict = ["--mode=predict", f"--workdir={workdir}", f"--prompt_file={prompts}", "--top_k=4"]
+    proc = run_main(tmp_path, *predict, config=None)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)  # not a terminal: JSON
+    assert [r["prompt"] for r in results] == ["w1 w2", "w3 zebra"] and "zebra" in proc.stderr
+    for result in results:
+        probabilities = [w["probability"] for w in result["next_words"]]
+        assert len(probabilities) == 4 and probabilities == sorted(probabilities, reverse=True)
+
+    text = tmp_path / "text.txt"
+    text.write_text("w1 w2 w3 zebra w4\nw5 w1\n")
+    rows_file = tmp_path / "rows.tsv"
+    score = ["--mode=score", f"--workdir={workdir}", f"--text_file={text}"]
+    proc = run_main(tmp_path, *score, f"--per_word={rows_file}", config=None)
+    assert proc.returncode == 0, proc.stderr
+    header, *rows = [line.split("\t") for line in rows_file.read_text().splitlines()]
+    assert header == ["position", "word", "log_prob", "rank", "unk"]
+    assert [r[1] for r in rows] == "w2 w3 zebra w4 <eos> w5 w1 <eos>".split()
+    assert [r[4] for r in rows] == ["False", "False", "True"] + ["False"] * 5
+    mean_log_prob = np.mean([float(r[2]) for r in rows])
+    assert np.exp(-mean_log_prob) == pytest.approx(json.loads(proc.stdout)["perplexity"])
+
+    sample = ["--mode=sample", f"--workdir={workdir}", "--num_words=200", "--no_unk", "--no_eos"]
+    proc = run_main(tmp_path, *sample, config=None)
+    assert proc.returncode == 0, proc.stderr
+    words = proc.stdout.split()
+    assert len(words) == 200 and "<unk>" not in words and proc.stdout.count("\n") == 1
+
+    out = tmp_path / "embeddings"
+    embed = ["--mode=embeddings", f"--workdir={workdir}", f"--out={out}", "--num_words=12"]
+    proc = run_main(tmp_path, *embed, "--neighbours=w1,w2", config=None)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "metadata.tsv").read_text().split() == vocab[:12]
+    assert len((out / "vectors.tsv").read_text().splitlines()) == 12
+    assert (out / "tsne.png").exists()
+    assert [line.split(":")[0] for line in proc.stdout.splitlines()[:2]] == ["w1", "w2"]
+
+
 def rewind(workdir: pathlib.Path, step: int) -> None:
     """Leave `workdir` as a run stopped right after its checkpoint at `step` would."""
     for path in (workdir / "checkpoints").iterdir():
