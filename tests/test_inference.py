@@ -2,6 +2,7 @@
 scoring against one forward pass over the whole text; next-word predictions and per-word
 rows against a numpy forward pass; the embedding files and neighbours against numpy."""
 
+import json
 import logging
 import struct
 
@@ -170,3 +171,17 @@ def test_embedding_files_and_neighbours_follow_the_checkpoint_s_matrix(tmp_path,
         order = [i for i in np.argsort(-cosines) if i != VOCAB[word]][:10]
         assert [w for w, _ in near] == [list(VOCAB)[i] for i in order]
         np.testing.assert_allclose([c for _, c in near], cosines[order], rtol=1e-5)
+
+
+def test_score_file_writes_the_same_rows_as_tsv_and_jsonl(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("w2 w3 zebra w4\nw5 w2 w2\n")
+    for name in ("rows.tsv", "rows.jsonl"):
+        scores = inference.score_file(RUN, text, per_word=tmp_path / name)
+    header, *tsv = [line.split("\t") for line in (tmp_path / "rows.tsv").read_text().splitlines()]
+    jsonl = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert [list(row) for row in jsonl] == [header] * len(tsv) == [header] * 8
+    assert [[str(v) for v in row.values()] for row in jsonl] == tsv
+    assert np.exp(-np.mean([row["log_prob"] for row in jsonl])) == pytest.approx(
+        scores["perplexity"]
+    )
