@@ -11,7 +11,7 @@ import pathlib
 
 import numpy as np
 
-from lstm_lm import model
+from lstm_lm import checkpoints, model
 
 MATRICES = {
     "input": lambda params: params["embedding"],
@@ -40,11 +40,13 @@ def nearest(vectors_VxD: np.ndarray, word_id: int, k: int) -> list[tuple[int, fl
 def write_projector_files(out: pathlib.Path, vectors_NxD: np.ndarray, words: list[str]) -> None:
     """out/vectors.tsv (a row of tab-separated numbers per word) and out/metadata.tsv (the
     words, one per line, in the same order, no header: the format of a one-column label
-    file): load both at projector.tensorflow.org, or in TensorBoard's projector."""
-    out.mkdir(parents=True, exist_ok=True)
+    file): load both at projector.tensorflow.org, or in TensorBoard's projector.
+    checkpoints.WriteFailed when they cannot be written."""
+    with checkpoints.writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     rows = ("\t".join(f"{x:.6g}" for x in row) for row in vectors_NxD)
-    (out / "vectors.tsv").write_text("".join(row + "\n" for row in rows))
-    (out / "metadata.tsv").write_text("".join(word + "\n" for word in words))
+    checkpoints.write_text(out / "vectors.tsv", "".join(row + "\n" for row in rows))
+    checkpoints.write_text(out / "metadata.tsv", "".join(word + "\n" for word in words))
 
 
 def tsne_points(vectors_NxD: np.ndarray, seed: int) -> np.ndarray:
@@ -74,6 +76,7 @@ def write_tsne_picture(path: pathlib.Path, points_Nx2: np.ndarray, words: list[s
         ax.set_title(title)
         ax.set_xticks([])
         ax.set_yticks([])
-        fig.savefig(path)
+        with checkpoints.writing(path):
+            fig.savefig(path)
     finally:
         plt.close(fig)

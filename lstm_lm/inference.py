@@ -204,7 +204,7 @@ def score_file(
 
 def per_word_rows(words: list[str], log_probs, ranks, vocab) -> list[dict]:
     """One row per scored word (every word but the first, which is context only): its
-    position in the text (from 0, `<eos>` counted), the word as written, its natural
+    position in the text (the first word's is 0; `<eos>` counts), the word as written, its natural
     log-probability, its rank in the distribution it was scored by (1 = the most likely
     word) and whether it was read as `<unk>`."""
     return [
@@ -214,12 +214,14 @@ def per_word_rows(words: list[str], log_probs, ranks, vocab) -> list[dict]:
 
 
 def write_tsv(path: pathlib.Path, rows: list[dict]) -> None:
+    """A header of the rows' keys, then a tab-separated line per row; WriteFailed when the
+    file cannot be written (so for each writer here)."""
     lines = ["\t".join(rows[0])] + ["\t".join(str(v) for v in row.values()) for row in rows]
-    path.write_text("\n".join(lines) + "\n")
+    checkpoints.write_text(path, "\n".join(lines) + "\n")
 
 
 def write_jsonl(path: pathlib.Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    checkpoints.write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 ROW_WRITERS = {".tsv": write_tsv, ".jsonl": write_jsonl}
