@@ -14,7 +14,9 @@ pairs (h_i, y_i) of that row, y_i the word that followed h_i, all from steps bef
     p(w)       = (1 - lambda) p_model(w) + lambda p_cache(w)
 
 (the model alone while the cache is still empty). It is a ring buffer [W, B, H] carried
-through the scan; only the target's probability is formed, never a [V] cache distribution.
+through the scan; only the target's probability is formed, never a [V] cache distribution,
+except when each word's rank is asked for (`ranks`, for per-word scores): that needs the
+whole mixture.
 
 Dynamic evaluation. After a segment is scored, one gradient step on its mean per-token
 cross-entropy, from where the parameters stand, with a decay back toward the trained
