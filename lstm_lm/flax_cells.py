@@ -36,13 +36,22 @@ def _uniform(scale: float):
     return init
 
 
-def _zero_carry(features: int, input_shape: tuple[int, ...]):
-    batch_shape = input_shape[:-1]
-    zeros = jnp.zeros((*batch_shape, features), jnp.float32)
-    return zeros, zeros
+class _ZeroCarryCell(nn.RNNCellBase):
+    """What nn.RNN asks of a cell besides its step: a zero carry (c, h), each
+    [..., features] for inputs [..., I], and one feature axis. Its subclasses have the
+    `features` field."""
+
+    @nn.nowrap
+    def initialize_carry(self, rng, input_shape):
+        zeros = jnp.zeros((*input_shape[:-1], self.features), jnp.float32)
+        return zeros, zeros
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
 
 
-class TFLSTMCell(nn.RNNCellBase):
+class TFLSTMCell(_ZeroCarryCell):
     """TF's BasicLSTMCell (the Zaremba et al. model's): c' = c sigmoid(f + forget_bias) +
     sigmoid(i) tanh(j), h' = tanh(c') sigmoid(o), every parameter drawn U(-init_scale,
     init_scale) as Zaremba et al. and TF's ptb_word_lm."""
@@ -60,16 +69,8 @@ class TFLSTMCell(nn.RNNCellBase):
         new_carry = cells.lstm_cell(w_h, carry, x_BxI @ w_x + b, self.forget_bias)
         return new_carry, new_carry[1]
 
-    @nn.nowrap
-    def initialize_carry(self, rng, input_shape):
-        return _zero_carry(self.features, input_shape)
 
-    @property
-    def num_feature_axes(self) -> int:
-        return 1
-
-
-class MogrifierCell(nn.RNNCellBase):
+class MogrifierCell(_ZeroCarryCell):
     """The Mogrifier LSTM (Melis et al. 2020): `rounds` rounds of gating x and h
     (`cells.mogrify`) before each LSTM step; `rank` k factorises each round's matrix (0:
     full). Initialised as `lstm_lm.model` does with init="uniform": the LSTM's
@@ -103,11 +104,3 @@ class MogrifierCell(nn.RNNCellBase):
         shapes = {"w_x": jnp.zeros((input_size, 4 * H)), "w_h": jnp.zeros((H, 4 * H))}
         params = model.mogrifier_init(key, {"lstm": [shapes]}, self.rounds, self.rank)
         return params["lstm"][0]["mogrifier"]
-
-    @nn.nowrap
-    def initialize_carry(self, rng, input_shape):
-        return _zero_carry(self.features, input_shape)
-
-    @property
-    def num_feature_axes(self) -> int:
-        return 1
