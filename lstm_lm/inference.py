@@ -237,6 +237,12 @@ def prompt_ids(run: Run, prompt: str) -> np.ndarray:
     return data.words_to_ids(prompt_words, run.vocab)
 
 
+def check_top_k(run: Run, top_k: int) -> None:
+    """ConfigError unless top_k is in [0, V] (0: every word)."""
+    if not 0 <= top_k <= run.cfg.vocab_size:
+        raise config_lib.ConfigError(f"top_k must be in [0, {run.cfg.vocab_size}], got {top_k}.")
+
+
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def next_word_log_probs(params, ids_P, *, cfg) -> jax.Array:
     """log p(next word) [V] after the prompt ids [P], from a zero carry."""
@@ -247,8 +253,7 @@ def next_word_log_probs(params, ids_P, *, cfg) -> jax.Array:
 def predict(run: Run, prompt: str, top_k: int) -> list[dict]:
     """The `top_k` most likely next words after `prompt` (0: every word), most likely
     first, each with its probability and natural log-probability."""
-    if not 0 <= top_k <= run.cfg.vocab_size:
-        raise config_lib.ConfigError(f"top_k must be in [0, {run.cfg.vocab_size}], got {top_k}.")
+    check_top_k(run, top_k)
     log_probs_V = np.asarray(next_word_log_probs(run.params, prompt_ids(run, prompt), cfg=run.cfg))
     order = np.argsort(-log_probs_V, kind="stable")[: top_k or None]
     id_to_word = list(run.vocab)
@@ -333,8 +338,7 @@ def sample_text(
         raise config_lib.ConfigError(
             f"The temperature must be > 0, got {temperature}, or use greedy."
         )
-    if not 0 <= top_k <= run.cfg.vocab_size:
-        raise config_lib.ConfigError(f"top_k must be in [0, {run.cfg.vocab_size}], got {top_k}.")
+    check_top_k(run, top_k)
     banned = [w for w, ban in ((data.UNK, no_unk), (data.EOS, no_eos)) if ban and w in run.vocab]
     words_N = sampling.sample(
         run.params,

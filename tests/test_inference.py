@@ -79,10 +79,16 @@ def test_score_ids_equals_one_forward_pass_over_the_whole_text():
         assert inference.score_ids(run, ids, num_steps) == pytest.approx(want, rel=1e-5)
 
 
-def numpy_next_word_log_probs(ids) -> np.ndarray:
-    """log p(next word) [V] after `ids`, in float64 numpy from a zero carry."""
+def numpy_stream_log_probs(ids) -> np.ndarray:
+    """log p of every word [len(ids), V] after each of `ids`, in float64 numpy from a
+    zero carry."""
     carry = [(np.zeros((1, h)), np.zeros((1, h))) for h in CFG.layer_sizes]
-    return numpy_log_probs(PARAMS, carry, np.asarray(ids)[None, :])[0][0, -1]
+    return numpy_log_probs(PARAMS, carry, np.asarray(ids)[None, :])[0][0]
+
+
+def numpy_next_word_log_probs(ids) -> np.ndarray:
+    """log p(next word) [V] after `ids`."""
+    return numpy_stream_log_probs(ids)[-1]
 
 
 def test_predict_lists_the_numpy_softmax_after_the_prompt_most_likely_first(caplog):
@@ -116,9 +122,7 @@ def test_per_word_rows_give_the_perplexity_and_the_ranks_of_numpy_s_distribution
     assert np.exp(-np.mean([r["log_prob"] for r in rows])) == pytest.approx(
         inference.score_ids(RUN, ids, 7), rel=1e-6
     )
-    want = numpy_log_probs(
-        PARAMS, [(np.zeros((1, h)), np.zeros((1, h))) for h in CFG.layer_sizes], ids[None, :-1]
-    )[0][0]
+    want = numpy_stream_log_probs(ids[:-1])
     np.testing.assert_allclose(
         [r["log_prob"] for r in rows], want[np.arange(29), ids[1:]], rtol=1e-5, atol=1e-6
     )
