@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_lm import data, model
+from lstm_lm import data, model, softmax
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +135,7 @@ def dynamic_update(dynamic: Dynamic, params, params0, grads, rms):
 def segment_scores(params, carry, inputs_BxT, targets_BxT, *, cfg):
     """(mean cross-entropy, (outputs_TxBxH, target log-probs [T, B], new carry))."""
     outputs_TxBxH, carry = model.hidden_states(params, cfg, carry, inputs_BxT)
-    log_probs_TxB = model.target_log_probs(model.logits(params, outputs_TxBxH), targets_BxT)
+    log_probs_TxB = softmax.target_log_probs(params, cfg, outputs_TxBxH, targets_BxT.T)
     return -jnp.mean(log_probs_TxB), (outputs_TxBxH, log_probs_TxB, carry)
 
 
@@ -160,7 +160,7 @@ def stream_pass(
             grad_fn = jax.grad(segment_scores, has_aux=True)
             grads, (outputs_TxBxH, log_probs_TxB, carry) = grad_fn(params, carry, *batch, cfg=cfg)
             params = dynamic_update(dynamic, params, params0, grads, rms)
-        logits_TxBxV = model.logits(scored_by, outputs_TxBxH) if ranks else None
+        logits_TxBxV = softmax.logits(scored_by, cfg, outputs_TxBxH) if ranks else None
         ranks_TxB = None
         if cache is None and ranks:
             ranks_TxB = jax.vmap(rank_of)(logits_TxBxV, batch[1].T)

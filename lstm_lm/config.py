@@ -20,7 +20,7 @@ import re
 import jax
 import ml_collections
 
-from lstm_lm import data, model
+from lstm_lm import data, model, softmax
 
 
 class ConfigError(ValueError):
@@ -64,6 +64,14 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.mogrifier_rounds = 0  # feature_mask_rounds: R rounds of gating x and h
     config.model.mogrifier_rank = 0  # feature_mask_rank: rounds' matrices as rank-k products
     config.model.cap_input_gate = False  # cap_input_gate: c = f*c + min(1 - f, i)*j
+    # The output layer: see lstm_lm/softmax.py. Adaptive keys as PyTorch's
+    # nn.AdaptiveLogSoftmaxWithLoss; MoS's as zihangdai/mos's flags.
+    config.model.softmax = "full"  # "full", "adaptive" or "mos"
+    config.model.softmax_cutoffs = ()  # adaptive: cutoffs, e.g. (20000, 60000); each < V
+    config.model.softmax_div_value = 4.0  # adaptive: div_value; cluster i is H // div**i wide
+    config.model.softmax_head_bias = False  # adaptive: head_bias
+    config.model.mos_experts = 0  # mos: n_experts, K softmaxes mixed
+    config.model.dropout_latent = 0.0  # mos: dropoutl, locked dropout on the latent contexts
 
     config.optim = ml_collections.ConfigDict()
     config.optim.learning_rate = 1.0  # TF: learning_rate
@@ -144,9 +152,11 @@ RATES = (  # drop probabilities, in [0, 1)
     "model.dropout_output",
     "model.dropout_embedding",
     "model.weight_drop",
+    "model.dropout_latent",
 )
 INITS = ("uniform", "awd")
 CELLS = ("lstm", "mogrifier")
+SOFTMAXES = ("full", "adaptive", "mos")
 OPTIMIZERS = ("sgd", "adam")
 TEST_WEIGHTS = ("last", "best")
 
@@ -188,6 +198,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key, choices in [
         ("model.init", INITS),
         ("model.cell", CELLS),
+        ("model.softmax", SOFTMAXES),
         ("optim.name", OPTIMIZERS),
         ("train.test_weights", TEST_WEIGHTS),
     ]:
@@ -215,6 +226,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     validate_model(config.model)
     validate_cell(config.model)
+    validate_softmax(config.model)
     validate_devices(config.train)
 
 
@@ -227,7 +239,7 @@ def validate_model(model_config: ml_collections.ConfigDict) -> None:
         )
     for size in sizes:
         check_number("model.hidden_sizes", size, 0, strict=True)
-    if model_config.tie_embeddings:
+    if model_config.tie_embeddings and model_config.softmax == "full":
         sizes = sizes or (model_config.hidden_size,) * model_config.num_layers
         embedding_size = model_config.embedding_size or sizes[0]
         if sizes[-1] != embedding_size:
@@ -257,6 +269,62 @@ def validate_cell(model_config: ml_collections.ConfigDict) -> None:
             f"config.model.mogrifier_rank={model_config.mogrifier_rank} is larger than the "
             f"smallest matrix it factorises ({smallest} wide: the layers' inputs {inputs} "
             f"and sizes {sizes}); use a rank of at most {smallest}, or 0 for full matrices."
+        )
+
+
+def validate_softmax(model_config: ml_collections.ConfigDict, vocab_size: int = 0) -> None:
+    """The output layer's keys: each set only for its layer, with values it can use; with
+    `vocab_size`, the cutoffs inside the vocabulary."""
+    name = model_config.softmax
+    for key, owner in [
+        ("softmax_cutoffs", "adaptive"),
+        ("softmax_head_bias", "adaptive"),
+        ("mos_experts", "mos"),
+        ("dropout_latent", "mos"),
+    ]:
+        if model_config[key] and name != owner:
+            raise ConfigError(
+                f"config.model.{key}={model_config[key]!r} is an option of "
+                f"config.model.softmax={owner!r}, but config.model.softmax={name!r}: set the "
+                f"one or unset the other."
+            )
+    if name == "mos":
+        check_number("model.mos_experts", model_config.mos_experts, 1, strict=False)
+    if name == "adaptive":
+        validate_cutoffs(model_config, vocab_size)
+
+
+def validate_cutoffs(model_config: ml_collections.ConfigDict, vocab_size: int) -> None:
+    cutoffs = tuple(model_config.softmax_cutoffs)
+    check_number("model.softmax_div_value", model_config.softmax_div_value, 0, strict=True)
+    if model_config.tie_embeddings:
+        raise ConfigError(
+            "config.model.softmax='adaptive' cannot be tied: its clusters' word vectors are "
+            "narrower than the embedding (that needs adaptive inputs). Set "
+            "config.model.tie_embeddings=False."
+        )
+    if not cutoffs or any(isinstance(c, bool) or not isinstance(c, int) for c in cutoffs):
+        raise ConfigError(
+            f"config.model.softmax='adaptive' needs config.model.softmax_cutoffs, one or more "
+            f"word counts such as (20000, 60000), got {cutoffs!r}."
+        )
+    if cutoffs[0] < 1 or list(cutoffs) != sorted(set(cutoffs)):
+        raise ConfigError(
+            f"config.model.softmax_cutoffs={cutoffs} must be increasing positive word counts."
+        )
+    if vocab_size and cutoffs[-1] >= vocab_size:
+        raise ConfigError(
+            f"config.model.softmax_cutoffs={cutoffs} must each be below the vocabulary's size "
+            f"{vocab_size}, so that every cluster holds a word."
+        )
+    shape = model.ModelConfig(**model_config, vocab_size=max(vocab_size, cutoffs[-1] + 1))
+    widths = softmax.tail_sizes(shape)
+    if min(widths) < 1:
+        raise ConfigError(
+            f"config.model.softmax_div_value={model_config.softmax_div_value} leaves the "
+            f"clusters' projections {widths} wide from the last layer's "
+            f"{shape.layer_sizes[-1]}: each must be >= 1; use a smaller div_value or fewer "
+            "cutoffs."
         )
 
 
@@ -296,4 +364,5 @@ def validate_devices(train: ml_collections.ConfigDict) -> None:
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> model.ModelConfig:
     """The static model config: the `model` group and the vocabulary's size."""
+    validate_softmax(config.model, vocab_size)
     return model.ModelConfig(**config.model, vocab_size=vocab_size)

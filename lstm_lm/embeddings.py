@@ -11,11 +11,11 @@ import pathlib
 
 import numpy as np
 
-from lstm_lm import checkpoints, model
+from lstm_lm import checkpoints, softmax
 
 MATRICES = {
     "input": lambda params: params["embedding"],
-    "output": model.softmax_weight,
+    "output": softmax.softmax_weight,
 }
 NUM_WORDS = 2000  # by default, the files and the picture hold this many words
 TSNE_INCHES, TSNE_DPI = 16, 100  # the picture is 1600 x 1600 pixels

@@ -9,6 +9,9 @@ Parameters are a plain pytree, for an embedding of size E and layers of sizes H_
      "lstm": [{"w_x": [I_l, 4H_l], "w_h": [H_l, 4H_l], "b": [4H_l]}, ...],  # I_1 = E
      "softmax": {"w": [V, H_L], "b": [V]}}   # tied: no "w", the embedding serves
 
+(the full softmax's; the adaptive softmax and the mixture of softmaxes hold their own
+parameters under "softmax", see `softmax`, which also computes every output layer).
+
 `w_x` and `w_h` are the two halves of TF `BasicLSTMCell`'s kernel (which acts on
 concat([x, h])), kept apart so the input half can be applied to all time steps in one
 matmul outside the recurrence. The softmax weight is TF's `softmax_w` transposed: one row
@@ -26,7 +29,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from lstm_lm import cells
+from lstm_lm import cells, regularisers, softmax
 
 Carry = list[tuple[jax.Array, jax.Array]]  # per layer: (c_BxH, h_BxH)
 
@@ -55,9 +58,16 @@ class ModelConfig:
     mogrifier_rounds: int = 0  # R: rounds of gating x and h before each step; 0 = the LSTM
     mogrifier_rank: int = 0  # k: each round's matrix as [., k] @ [k, .]; 0 = full matrices
     cap_input_gate: bool = False  # lamb's: the input gate capped at 1 - the forget gate
+    softmax: str = "full"  # "full", "adaptive" or "mos" (lstm_lm/softmax.py)
+    softmax_cutoffs: tuple[int, ...] = ()  # adaptive: c_1 < ... < c_n < V
+    softmax_div_value: float = 4.0  # adaptive: cluster i is projected to H // div**i
+    softmax_head_bias: bool = False  # adaptive: a bias in the head
+    mos_experts: int = 0  # mos: K, the number of softmaxes mixed
+    dropout_latent: float = 0.0  # mos: locked dropout on the K latent contexts
 
     def __post_init__(self):  # a list (from config.json, say) would not be hashable
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        object.__setattr__(self, "softmax_cutoffs", tuple(self.softmax_cutoffs))
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
@@ -74,7 +84,8 @@ def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
     `init="awd"`, as AWD-LSTM: the embedding (and an untied softmax weight)
     U(-init_scale, init_scale); a layer of size H has w_x, w_h ~ U(-1/sqrt(H), 1/sqrt(H))
     (PyTorch's nn.LSTM default) and b the sum of two such draws (PyTorch's b_ih + b_hh);
-    the softmax bias is zero.
+    the softmax bias is zero. An adaptive softmax or a mixture of softmaxes draws its own
+    parameters from a key of its own (`softmax`).
 
     The softmax weight is drawn in TF's [H, V] shape and stored transposed, so a seed
     gives the same model whichever layout it is stored in."""
@@ -85,8 +96,10 @@ def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
         "lstm": [
             {"w_x": (i, 4 * h), "w_h": (h, 4 * h), "b": (4 * h,)} for i, h in zip(inputs, sizes)
         ],
-        "softmax": {"b": (V,)} if cfg.tie_embeddings else {"w": (sizes[-1], V), "b": (V,)},
     }
+    full = cfg.softmax == "full"
+    if full:
+        shapes["softmax"] = {"b": (V,)} if cfg.tie_embeddings else {"w": (sizes[-1], V), "b": (V,)}
     leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda s: isinstance(s, tuple))
     keys = jax.random.split(key, len(leaves))
     s = cfg.init_scale
@@ -98,14 +111,16 @@ def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
         params = mogrifier_init(
             jax.random.fold_in(key, 2), params, cfg.mogrifier_rounds, cfg.mogrifier_rank
         )
-    if not cfg.tie_embeddings:
+    if full and not cfg.tie_embeddings:
         params["softmax"]["w"] = params["softmax"]["w"].T
+    if not full:
+        params["softmax"] = softmax.SOFTMAXES[cfg.softmax].init(jax.random.fold_in(key, 3), cfg)
     return params
 
 
 def awd_init(key: jax.Array, params: dict) -> dict:
-    """`params` with the LSTM weights and biases redrawn and the softmax bias zeroed, as
-    AWD-LSTM initialises them (see init_params)."""
+    """`params` with the LSTM weights and biases redrawn and the full softmax's bias zeroed
+    (if it has one), as AWD-LSTM initialises them (see init_params)."""
     lstm = []
     for layer, layer_key in zip(params["lstm"], jax.random.split(key, len(params["lstm"]))):
         bound = layer["w_h"].shape[0] ** -0.5
@@ -115,8 +130,10 @@ def awd_init(key: jax.Array, params: dict) -> dict:
             for k, name in [(k_x, "w_x"), (k_h, "w_h"), (k_b1, "b"), (k_b2, "b")]
         ]
         lstm.append({"w_x": draws[0], "w_h": draws[1], "b": draws[2] + draws[3]})
-    softmax = {**params["softmax"], "b": jnp.zeros_like(params["softmax"]["b"])}
-    return {**params, "lstm": lstm, "softmax": softmax}
+    if "softmax" not in params:
+        return {**params, "lstm": lstm}
+    full = {**params["softmax"], "b": jnp.zeros_like(params["softmax"]["b"])}
+    return {**params, "lstm": lstm, "softmax": full}
 
 
 def mogrifier_init(key: jax.Array, params: dict, rounds: int, rank: int) -> dict:
@@ -156,11 +173,6 @@ def parameter_count(params: dict) -> int:
     return sum(leaf.size for leaf in jax.tree.leaves(params))
 
 
-def softmax_weight(params: dict) -> jax.Array:
-    """[V, H_L]: the softmax's own weight, or the embedding when they are tied."""
-    return params["softmax"].get("w", params["embedding"])
-
-
 def zero_carry(cfg: ModelConfig, batch_size: int) -> Carry:
     """Per layer, (c, h) of zeros [batch_size, that layer's size]."""
     return [
@@ -198,42 +210,6 @@ def lstm_layer(
     return cells.recurrence(layer["w_h"], carry, xw_TxBx4H, real_T, forget_bias, unroll)
 
 
-def dropout(key: jax.Array | None, x: jax.Array, keep_prob: float) -> jax.Array:
-    """Inverted dropout; the identity when `key` is None (evaluation) or keep_prob == 1."""
-    if key is None or keep_prob >= 1.0:
-        return x
-    mask = jax.random.bernoulli(key, keep_prob, x.shape)
-    return jnp.where(mask, x / keep_prob, 0.0)
-
-
-def locked_dropout(key: jax.Array | None, x_TxBxH: jax.Array, rate: float) -> jax.Array:
-    """Variational dropout (Gal & Ghahramani 2016): one mask per sequence [B, H], the same
-    at every time step; the identity when `key` is None or rate == 0."""
-    if key is None or rate == 0.0:
-        return x_TxBxH
-    return dropout(key, jnp.ones(x_TxBxH.shape[1:], x_TxBxH.dtype), 1.0 - rate) * x_TxBxH
-
-
-def embedding_dropout(
-    key: jax.Array | None, embedding_VxE: jax.Array, inputs_BxT: jax.Array, rate: float
-) -> jax.Array:
-    """The embedded inputs [T, B, E] with whole words of the vocabulary dropped: each word is
-    kept with probability 1 - rate for the batch, and then scaled by 1 / (1 - rate)."""
-    x_TxBxE = embedding_VxE[inputs_BxT.T]
-    if key is None or rate == 0.0:
-        return x_TxBxE
-    scale_V = dropout(key, jnp.ones(embedding_VxE.shape[:1], x_TxBxE.dtype), 1.0 - rate)
-    return x_TxBxE * scale_V[inputs_BxT.T][..., None]
-
-
-def weight_drop(key: jax.Array | None, w: jax.Array, rate: float) -> jax.Array:
-    """DropConnect (Wan et al. 2013): `w` with each entry dropped with probability `rate`
-    and the rest scaled by 1 / (1 - rate); one draw per call, so per batch."""
-    if key is None or rate == 0.0:
-        return w
-    return dropout(key, w, 1.0 - rate)
-
-
 def layer_outputs(
     params: dict,
     cfg: ModelConfig,
@@ -263,15 +239,18 @@ def layer_outputs(
 
     def drop(site, x_TxBxH):
         key = site_keys[site]
-        x_TxBxH = dropout(key, x_TxBxH, cfg.keep_prob)
+        x_TxBxH = regularisers.dropout(key, x_TxBxH, cfg.keep_prob)
         key = None if key is None else jax.random.fold_in(key, 1)
-        return locked_dropout(key, x_TxBxH, locked_rates[site])
+        return regularisers.locked_dropout(key, x_TxBxH, locked_rates[site])
 
-    x_TxBxH = embedding_dropout(word_key, params["embedding"], inputs_BxT, cfg.dropout_embedding)
+    x_TxBxH = regularisers.embedding_dropout(
+        word_key, params["embedding"], inputs_BxT, cfg.dropout_embedding
+    )
     x_TxBxH = drop(0, x_TxBxH)
     new_carry = []
     for i, (layer, layer_carry) in enumerate(zip(params["lstm"], carry)):
-        layer = {**layer, "w_h": weight_drop(w_keys[i], layer["w_h"], cfg.weight_drop)}
+        w_h = regularisers.weight_drop(w_keys[i], layer["w_h"], cfg.weight_drop)
+        layer = {**layer, "w_h": w_h}
         layer_carry, raw_TxBxH = lstm_layer(
             layer, layer_carry, x_TxBxH, cfg.forget_bias, length, unroll, cfg.cap_input_gate
         )
@@ -296,9 +275,9 @@ def hidden_states(
     return outputs_TxBxH, carry
 
 
-def logits(params: dict, outputs_TxBxH: jax.Array) -> jax.Array:
-    """The softmax layer: logits [T, B, V] of the last layer's outputs."""
-    return outputs_TxBxH @ softmax_weight(params).T + params["softmax"]["b"]
+def output_key(dropout_key: jax.Array | None) -> jax.Array | None:
+    """The output layer's dropout key (MoS's latent dropout), apart from layer_outputs'."""
+    return None if dropout_key is None else jax.random.fold_in(dropout_key, 2)
 
 
 def forward(
@@ -309,26 +288,19 @@ def forward(
     dropout_key: jax.Array | None = None,
     unroll: int | bool = 1,
 ) -> tuple[jax.Array, Carry]:
-    """Logits [T, B, V] (time-major) and the new carry. `unroll`: see lstm_layer."""
+    """Logits [T, B, V] (time-major; see `softmax`) and the new carry. `unroll`: see
+    lstm_layer."""
     outputs_TxBxH, carry = hidden_states(params, cfg, carry, inputs_BxT, dropout_key, unroll)
-    return logits(params, outputs_TxBxH), carry
+    return softmax.logits(params, cfg, outputs_TxBxH, output_key(dropout_key)), carry
 
 
-def target_log_probs(logits_TxBxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
-    """log p(target) at each step, [T, B]."""
-    log_probs_TxBxV = jax.nn.log_softmax(logits_TxBxV)
-    return jnp.take_along_axis(log_probs_TxBxV, targets_BxT.T[..., None], -1)[..., 0]
-
-
-def sequence_cost(
-    logits_TxBxV: jax.Array, targets_BxT: jax.Array, mask_T: jax.Array | None = None
-) -> jax.Array:
-    """TF's cost: cross-entropy summed over time steps (the real ones, `mask_T`, of a
-    padded batch; None = all), averaged over the batch."""
-    log_probs_TxB = target_log_probs(logits_TxBxV, targets_BxT)
+def sequence_cost(log_probs_TxB: jax.Array, mask_T: jax.Array | None = None) -> jax.Array:
+    """TF's cost from the targets' log-probabilities [T, B]: their negative summed over
+    time steps (the real ones, `mask_T`, of a padded batch; None = all), averaged over the
+    batch."""
     if mask_T is not None:
         log_probs_TxB = jnp.where(mask_T[:, None], log_probs_TxB, 0.0)
-    return -jnp.sum(log_probs_TxB) / targets_BxT.shape[0]
+    return -jnp.sum(log_probs_TxB) / log_probs_TxB.shape[1]
 
 
 def step_mask(num_steps: int, length: jax.Array | None) -> jax.Array | None:
@@ -364,5 +336,8 @@ def cost_fn(
 ) -> tuple[jax.Array, Carry]:
     """(cost, new carry) for one batch; differentiable in `params`. `unroll`: see
     lstm_layer."""
-    logits_TxBxV, carry = forward(params, cfg, carry, inputs_BxT, dropout_key, unroll)
-    return sequence_cost(logits_TxBxV, targets_BxT), carry
+    outputs_TxBxH, carry = hidden_states(params, cfg, carry, inputs_BxT, dropout_key, unroll)
+    log_probs_TxB = softmax.target_log_probs(
+        params, cfg, outputs_TxBxH, targets_BxT.T, output_key(dropout_key)
+    )
+    return sequence_cost(log_probs_TxB), carry

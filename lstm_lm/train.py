@@ -31,7 +31,17 @@ import numpy as np
 import optax
 from absl import logging
 
-from lstm_lm import checkpoints, data, evaluation, inference, model, optim, parallel, reporting
+from lstm_lm import (
+    checkpoints,
+    data,
+    evaluation,
+    inference,
+    model,
+    optim,
+    parallel,
+    reporting,
+    softmax,
+)
 from lstm_lm import config as config_lib
 
 
@@ -62,7 +72,10 @@ def objective_fn(params, carry, inputs_BxT, targets_BxT, key, length, *, cfg, ob
     )
     num_steps = targets_BxT.shape[1]
     mask_T = model.step_mask(num_steps, length)
-    cross_entropy = model.sequence_cost(model.logits(params, dropped_TxBxH), targets_BxT, mask_T)
+    log_probs_TxB = softmax.target_log_probs(
+        params, cfg, dropped_TxBxH, targets_BxT.T, model.output_key(key)
+    )
+    cross_entropy = model.sequence_cost(log_probs_TxB, mask_T)
     value = cross_entropy
     if objective.token_mean:
         value = cross_entropy / (num_steps if length is None else length)
@@ -331,7 +344,8 @@ def finetune_start(state: optim.TrainState, config, cfg, vocab, mesh) -> optim.T
     averaging on from the first step."""
     source = inference.load_run(pathlib.Path(config.train.finetune_from))
     shape = ("layer_sizes", "input_size", "tie_embeddings", "vocab_size", "cell")
-    shape += ("mogrifier_rounds", "mogrifier_rank")
+    shape += ("mogrifier_rounds", "mogrifier_rank", "softmax", "softmax_cutoffs")
+    shape += ("softmax_div_value", "softmax_head_bias", "mos_experts")
     if [getattr(source.cfg, k) for k in shape] != [getattr(cfg, k) for k in shape]:
         raise config_lib.ConfigError(
             f"config.train.finetune_from={config.train.finetune_from!r} holds a model of "

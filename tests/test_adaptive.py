@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from lstm_lm import adaptive, data, evaluation, model, parallel
+from lstm_lm import adaptive, data, evaluation, model, parallel, softmax
 
 CFG = model.ModelConfig(vocab_size=6, hidden_size=5, num_layers=2, init_scale=0.5)
 PARAMS = model.init_params(jax.random.PRNGKey(0), CFG)
@@ -51,7 +51,7 @@ def numpy_cache_log_probs(ids, batch_size, cache: adaptive.Cache):
     rows = ids[: len(ids) // batch_size * batch_size].reshape(batch_size, -1)
     inputs, targets = rows[:, :-1], rows[:, 1:]
     outputs_TxBxH, _ = model.hidden_states(PARAMS, CFG, model.zero_carry(CFG, batch_size), inputs)
-    logits = np.asarray(model.logits(PARAMS, outputs_TxBxH), np.float64)
+    logits = np.asarray(softmax.logits(PARAMS, CFG, outputs_TxBxH), np.float64)
     model_log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     h = np.asarray(outputs_TxBxH, np.float64)
     out = np.zeros(targets.shape)
@@ -147,7 +147,7 @@ def test_the_cache_and_dynamic_evaluation_together_match_a_hand_written_loop(bat
     if batch_size > 1:  # TF's layout: whole segments only
         ends = list(range(0, (rows.shape[1] - 1) // num_steps * num_steps + 1, num_steps))
     hidden_states = jax.jit(functools.partial(model.hidden_states, cfg=CFG))
-    logits_fn = jax.jit(model.logits)
+    logits_fn = jax.jit(lambda p, h_TxBxH: softmax.logits(p, CFG, h_TxBxH))
     gradient = jax.jit(jax.value_and_grad(mean_token_loss, has_aux=True))
     params, carry = PARAMS, model.zero_carry(CFG, batch_size)
     history = [[] for _ in range(batch_size)]  # per row: (h, target) of every scored word

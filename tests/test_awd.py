@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from lstm_lm import config as config_lib
-from lstm_lm import data, model, optim, train
+from lstm_lm import data, model, optim, regularisers, softmax, train
 from tests.test_model import assert_gradients_match_finite_differences, numpy_basic_lstm_cell
 
 KEY = jax.random.PRNGKey(7)
@@ -43,13 +43,13 @@ def numpy_layer(layer, x_TxBxI, w_h=None):
 
 def test_locked_masks_are_the_same_at_every_step_and_differ_across_sequences():
     x_TxBxH = jnp.ones((12, 8, 50))
-    locked = np.asarray(model.locked_dropout(KEY, x_TxBxH, 0.4))
+    locked = np.asarray(regularisers.locked_dropout(KEY, x_TxBxH, 0.4))
     assert set(np.unique(locked)) == {0.0, np.float32(1 / 0.6)}
     assert (locked == locked[0]).all()  # every time step the same
     assert len({row.tobytes() for row in locked[0]}) == 8  # each sequence its own
-    zaremba = np.asarray(model.dropout(KEY, x_TxBxH, 0.6))
+    zaremba = np.asarray(regularisers.dropout(KEY, x_TxBxH, 0.6))
     assert not (zaremba[1:] == zaremba[0]).all(axis=(1, 2)).any()  # a new mask per step
-    assert model.locked_dropout(None, x_TxBxH, 0.4) is x_TxBxH
+    assert regularisers.locked_dropout(None, x_TxBxH, 0.4) is x_TxBxH
 
 
 def test_the_output_site_drops_whole_sequences_of_units_in_the_model():
@@ -91,7 +91,7 @@ def test_embedding_dropout_zeroes_whole_words_and_scales_the_rest():
     V, E = 30, 4
     embedding = jax.random.uniform(KEY, (V, E), minval=1.0, maxval=2.0)
     inputs_BxT = np.tile(np.arange(V), (3, 2))  # every word six times
-    x_TxBxE = np.asarray(model.embedding_dropout(KEY, embedding, inputs_BxT, 0.25))
+    x_TxBxE = np.asarray(regularisers.embedding_dropout(KEY, embedding, inputs_BxT, 0.25))
     scale = x_TxBxE / np.asarray(embedding)[inputs_BxT.T]
     np.testing.assert_allclose(np.unique(scale.round(5)), [0.0, np.float32(1 / 0.75).round(5)])
     for word in range(V):
@@ -170,7 +170,7 @@ def test_the_awd_objective_is_the_token_mean_plus_ar_and_tar():
         params, carry, inputs, targets, KEY, length, cfg=cfg, objective=objective
     )
     raw, dropped, _ = model.layer_outputs(params, cfg, carry, inputs, KEY, length)
-    logits = np.asarray(model.logits(params, dropped), np.float64)[:6]
+    logits = np.asarray(softmax.logits(params, cfg, dropped), np.float64)[:6]
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     token_log_probs = np.take_along_axis(log_probs, targets.T[:6, :, None], -1)
     assert float(cross_entropy) == pytest.approx(-token_log_probs.sum() / 4, rel=1e-5)
