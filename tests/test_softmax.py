@@ -303,7 +303,12 @@ def test_a_tied_mixture_needs_no_last_layer_of_the_embeddings_size():
 
 
 LAYERS = {
-    "adaptive": ["--config.model.softmax=adaptive", "--config.model.softmax_cutoffs=(8,20)"],
+    "adaptive": [
+        "--config.model.softmax=adaptive",
+        "--config.model.softmax_cutoffs=(8,20)",
+        "--config.model.softmax_div_value=2",
+        "--config.model.hidden_size=8",  # the clusters 4 and 2 wide
+    ],
     "mos": [
         "--config.model.softmax=mos",
         "--config.model.mos_experts=3",
@@ -345,8 +350,10 @@ def test_each_output_layer_trains_evaluates_scores_samples_and_adapts(name, tmp_
     assert 1 < adapted["test_perplexity"] < 50
     # Nothing mixed in, nothing learned: the plain scores; ranks within the vocabulary.
     ids = np.arange(40) % len(run.vocab)
-    idle = adaptive.Cache(window=20, lam=0.0, theta=1.0), adaptive.Dynamic(0.0, rms=False)
+    idle = dict(
+        cache=adaptive.Cache(20, lam=0.0, theta=1.0), dynamic=adaptive.Dynamic(0.0, rms=False)
+    )
     plain = inference.score_ids(run, ids)
-    assert inference.score_ids(run, ids, *idle) == pytest.approx(plain, rel=1e-5)
-    _, ranks = inference.word_scores(run, ids, *idle, ranks=True)
+    assert inference.score_ids(run, ids, **idle) == pytest.approx(plain, rel=1e-5)
+    _, ranks = inference.word_scores(run, ids, **idle, ranks=True)
     assert ranks.min() >= 1 and ranks.max() <= len(run.vocab)
