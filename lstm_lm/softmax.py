@@ -26,8 +26,9 @@ Parameters, under params["softmax"]:
 
 Each layer is three functions (`OutputLayer`), which every user of the output goes
 through: training and evaluation take `target_log_probs` (the adaptive softmax never
-forms [T, B, V] there); sampling, prediction, ranks and the cache take `logits`, scores
-whose softmax is the distribution (the log-probabilities themselves, but for "full").
+forms [T, B, V] there, and scores each cluster on its own rows only); sampling,
+prediction, ranks and the cache take `logits`, scores whose softmax is the distribution
+(the log-probabilities themselves, but for "full").
 `key` is the output layer's dropout key (training only; MoS's latent dropout).
 """
 
@@ -118,36 +119,74 @@ def adaptive_init(key, cfg):
     return {"head": head, "tails": tails}
 
 
-def adaptive_parts(params, h_TxBxH):
-    """(head log-probs [T, B, c_1 + n], each cluster's log-probs [T, B, its size])."""
+def head_log_probs(params, h_TxBxH):
+    """[T, B, c_1 + n]: the head's log-probabilities of its words and cluster tokens."""
     head = params["softmax"]["head"]
-    head_TxBxS = h_TxBxH @ head["w"].T + head.get("b", 0.0)
-    tails = [
-        jax.nn.log_softmax((h_TxBxH @ tail["proj"]) @ tail["w"].T)
-        for tail in params["softmax"]["tails"]
-    ]
-    return jax.nn.log_softmax(head_TxBxS), tails
+    return jax.nn.log_softmax(h_TxBxH @ head["w"].T + head.get("b", 0.0))
+
+
+def cluster_log_probs(tail, h_NxH):
+    """[N, its size]: a cluster's log-probabilities of its words (h projected to d_i)."""
+    return jax.nn.log_softmax((h_NxH @ tail["proj"]) @ tail["w"].T)
 
 
 def adaptive_logits(params, cfg, h_TxBxH, key=None):
-    head_TxBxS, tails = adaptive_parts(params, h_TxBxH)
+    head_TxBxS = head_log_probs(params, h_TxBxH)
     shortlist = cfg.softmax_cutoffs[0]
-    clusters = [head_TxBxS[..., shortlist + i, None] + tail for i, tail in enumerate(tails)]
+    clusters = [
+        head_TxBxS[..., shortlist + i, None] + cluster_log_probs(tail, h_TxBxH)
+        for i, tail in enumerate(params["softmax"]["tails"])
+    ]
     return jnp.concatenate([head_TxBxS[..., :shortlist], *clusters], axis=-1)
 
 
+def row_capacities(num_rows: int) -> list[int]:
+    """The row counts a cluster is scored at: N / 2^k for k = 6, ..., 0 (rounded up)."""
+    return sorted({-(-num_rows // 2**k) for k in range(7)})
+
+
+def in_cluster_log_probs(tail, h_NxH, index_N, member_N):
+    """[N]: log p(word index_N | cluster) on the rows in the cluster (`member_N`), 0
+    elsewhere. As PyTorch, only those rows are scored: they are gathered into the
+    smallest of `row_capacities` that holds them (static shapes for XLA; `lax.switch`
+    runs that one branch), so a rare cluster costs a fraction of the batch. Each branch
+    is rematerialised in the backward pass: otherwise every branch's [capacity, size]
+    residuals are allocated, and the gradient cost 3x as much (WikiText-103's shape)."""
+    N = len(h_NxH)
+    count = jnp.sum(member_N)
+
+    def gathered(capacity):
+        def score(h_NxH, index_N):
+            rows_C = jnp.nonzero(member_N, size=capacity, fill_value=0)[0]
+            log_probs_C = pick(cluster_log_probs(tail, h_NxH[rows_C]), index_N[rows_C])
+            real_C = jnp.arange(capacity) < count
+            return (
+                jnp.zeros(N, log_probs_C.dtype).at[rows_C].add(jnp.where(real_C, log_probs_C, 0.0))
+            )
+
+        return jax.checkpoint(score)
+
+    capacities = row_capacities(N)
+    branch = jnp.searchsorted(jnp.array(capacities), count)
+    return jax.lax.switch(branch, [gathered(c) for c in capacities], h_NxH, index_N)
+
+
 def adaptive_target_log_probs(params, cfg, h_TxBxH, targets_TxB, key=None):
-    """Each cluster is scored for every row and read where the target lies in it (XLA
-    needs static shapes; PyTorch gathers the rows instead): [T, B, V] is never formed."""
-    head_TxBxS, tails = adaptive_parts(params, h_TxBxH)
+    """log p(target) [T, B] = log p_head(target or its cluster's token) + log p(target |
+    cluster); [T, B, V] is never formed, and each cluster scores only its rows."""
+    head_TxBxS = head_log_probs(params, h_TxBxH)
     bounds = cluster_bounds(cfg)
     shortlist = bounds[0]
     log_probs_TxB = pick(head_TxBxS, jnp.minimum(targets_TxB, shortlist - 1))
-    for i, tail_TxBxN in enumerate(tails):
+    T, B, H = h_TxBxH.shape
+    h_NxH, targets_N = h_TxBxH.reshape(T * B, H), targets_TxB.reshape(T * B)
+    for i, tail in enumerate(params["softmax"]["tails"]):
         low, high = bounds[i], bounds[i + 1]
-        in_tail = pick(tail_TxBxN, jnp.clip(targets_TxB - low, 0, high - low - 1))
-        log_probs = head_TxBxS[..., shortlist + i] + in_tail
-        log_probs_TxB = jnp.where(targets_TxB >= low, log_probs, log_probs_TxB)
+        member_N = (targets_N >= low) & (targets_N < high)
+        index_N = jnp.clip(targets_N - low, 0, high - low - 1)
+        in_tail_TxB = in_cluster_log_probs(tail, h_NxH, index_N, member_N).reshape(T, B)
+        log_probs = head_TxBxS[..., shortlist + i] + in_tail_TxB
+        log_probs_TxB = jnp.where(member_N.reshape(T, B), log_probs, log_probs_TxB)
     return log_probs_TxB
 
 

@@ -95,6 +95,31 @@ def test_adaptive_targets_in_every_cluster_and_at_every_boundary_are_scored_righ
     np.testing.assert_allclose(np.asarray(got)[0], want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("in_tail", [0, 1, 2, 3, 4, 6])  # every row capacity of 6 rows
+def test_each_cluster_scores_exactly_the_rows_whose_targets_it_holds(in_tail):
+    cfg, params, h_TxBxH, _ = setup(softmax="adaptive", softmax_cutoffs=(3, 7))
+    assert softmax.row_capacities(T * B) == [1, 2, 3, 6]
+    rng = np.random.default_rng(in_tail)
+    targets_N = rng.integers(0, 7, T * B)  # the head and the first cluster
+    rows = rng.choice(T * B, in_tail, replace=False)
+    targets_N[rows] = rng.integers(7, V, in_tail)  # these in the last cluster
+    want = np.log(numpy_adaptive(params, (3, 7), np.asarray(h_TxBxH, np.float64).reshape(-1, H)))
+    targets_TxB = jnp.asarray(targets_N.reshape(T, B))
+    got = softmax.target_log_probs(params, cfg, h_TxBxH, targets_TxB)
+    np.testing.assert_allclose(
+        np.asarray(got).reshape(-1), want[np.arange(T * B), targets_N], rtol=1e-5, atol=1e-6
+    )
+
+    # Its gradient is the dense computation's (each cluster scored for every row).
+    def dense(params):
+        log_probs_TxBxV = softmax.logits(params, cfg, h_TxBxH)
+        return jnp.sum(jnp.take_along_axis(log_probs_TxBxV, targets_TxB[..., None], -1))
+
+    gathered = jax.grad(lambda p: jnp.sum(softmax.target_log_probs(p, cfg, h_TxBxH, targets_TxB)))
+    for g, d in zip(jax.tree.leaves(gathered(params)), jax.tree.leaves(jax.grad(dense)(params))):
+        np.testing.assert_allclose(g, d, rtol=1e-5, atol=1e-6)
+
+
 def test_adaptive_parameters_have_pytorchs_shapes():
     cfg, params, *_ = setup(softmax="adaptive", softmax_cutoffs=(1, 4, 9), softmax_div_value=2.0)
     shapes = jax.tree.map(lambda a: a.shape, params["softmax"])
