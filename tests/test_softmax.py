@@ -382,3 +382,21 @@ def test_each_output_layer_trains_evaluates_scores_samples_and_adapts(name, tmp_
     assert inference.score_ids(run, ids, **idle) == pytest.approx(plain, rel=1e-5)
     _, ranks = inference.word_scores(run, ids, **idle, ranks=True)
     assert ranks.min() >= 1 and ranks.max() <= len(run.vocab)
+
+
+def test_the_mos_config_sets_zihangdais_values_and_the_papers_parameter_count():
+    from configs import mos_ptb
+
+    config = mos_ptb.get_config()
+    config_lib.validate(config)
+    cfg = config_lib.model_config(config, 10_000)
+    assert (cfg.mos_experts, cfg.dropout_latent, cfg.layer_sizes, cfg.input_size) == (
+        15,
+        0.29,
+        (960, 960, 620),
+        280,
+    )
+    assert cfg.tie_embeddings and config.train.test_weights == "best" and config.seed == 28
+    shapes = jax.eval_shape(lambda: model.init_params(jax.random.PRNGKey(0), cfg))
+    # Yang et al. (2018), Table 1: 22M (PyTorch's two LSTM biases add 10,160 more).
+    assert model.parameter_count(shapes) == pytest.approx(22e6, rel=0.03)
