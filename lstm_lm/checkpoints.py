@@ -43,6 +43,7 @@ from lstm_lm import config as config_lib
 # Keys that fix the saved arrays' shapes or the meaning of the data position; a resume
 # that changes one of them is refused. Other changes are allowed and logged.
 MUST_MATCH = (
+    "data.level",
     "model.num_layers",
     "model.hidden_size",
     "model.hidden_sizes",

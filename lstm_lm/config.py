@@ -42,6 +42,10 @@ def default_config() -> ml_collections.ConfigDict:
     config.data.test_file = ""
     config.data.min_count = 1  # training words seen fewer times become <unk>
     config.data.max_vocab_size = 0  # keep the most frequent words only (0 = all), <unk> included
+    # What a symbol is: "word", "char" or "byte" (lstm_lm/symbols.py). A named corpus has its
+    # own (ptb_char and text8 "char", enwik8 "byte"); "dir" is read at this level. At char
+    # and byte level bits per symbol (bpc) are reported beside every perplexity.
+    config.data.level = "word"
 
     config.model = ml_collections.ConfigDict()
     config.model.num_layers = 2  # TF: num_layers
@@ -218,6 +222,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             "config.data.name='dir' needs config.data.data_dir: the folder of your text."
         )
+    validate_level(config.data)
     digest = config.data.archive_sha256
     if digest and (config.data.name == "dir" or not re.fullmatch(r"[0-9a-f]{64}", digest)):
         raise ConfigError(
@@ -228,6 +233,24 @@ def validate(config: ml_collections.ConfigDict) -> None:
     validate_cell(config.model)
     validate_softmax(config.model)
     validate_devices(config.train)
+
+
+def validate_level(data_config: ml_collections.ConfigDict) -> None:
+    """data.level is a level, and a named corpus's own."""
+    level = data_config.level
+    if level not in data.LEVELS:
+        raise ConfigError(
+            f"config.data.level must be one of {', '.join(data.LEVELS)}, got {level!r}."
+        )
+    dataset = data.DATASETS.get(data_config.name)
+    if dataset and dataset.level != level:
+        same = sorted(n for n, d in data.DATASETS.items() if d.level == level)
+        others = f"{', '.join(same)} or " if same else ""
+        raise ConfigError(
+            f"config.data.name={data_config.name!r} is a {dataset.level}-level corpus: set "
+            f"--config.data.level={dataset.level}, or name a {level}-level one ({others}"
+            f"'dir', your own text read at that level), got config.data.level={level!r}."
+        )
 
 
 def validate_model(model_config: ml_collections.ConfigDict) -> None:

@@ -1,71 +1,51 @@
 """Corpora, vocabulary and batches, with the semantics of TF's PTB `reader.py`.
 
-- A corpus is three files of whitespace-tokenized text (train, valid, test). Words are
-  split on whitespace and every newline becomes `<eos>`: the convention that gives the
-  published token counts of the PTB and of WikiText (Merity et al. 2016).
+- A corpus is three files of text (train, valid, test), cut into symbols at its level
+  (`config.data.level`): words, characters or bytes (lstm_lm/symbols.py); every newline
+  is `<eos>`, the convention that gives the published counts of the PTB and of WikiText
+  (Merity et al. 2016).
 - The vocabulary comes from the training file alone; ids are ordered by descending
-  count, ties broken by the word itself. `min_count` and `max_vocab_size` close the
-  vocabulary: the rarer training words become `<unk>`, which is then always in it.
-- A word of the valid/test text outside the vocabulary becomes `<unk>` when the
+  count, ties broken by the symbol itself. `min_count` and `max_vocab_size` close the
+  vocabulary: the rarer training symbols become `<unk>`, which is then always in it.
+- A symbol of the valid/test text outside the vocabulary becomes `<unk>` when the
   vocabulary has it (PTB's and WikiText's do); otherwise it is an error that names the
-  words and the option to set, rather than TF's silent dropping of them.
+  symbols and the option to set, rather than TF's silent dropping of them.
 - `ptb_iterator` lays the id stream out as `batch_size` contiguous rows and walks them
   `num_steps` columns at a time, exactly as TF's reader did.
 
-`load` reads a corpus by name: one of `DATASETS`, whose files are downloaded (from a
-list of mirrors, tried in order) and checked when its folder holds none of them, or
-"dir", a folder of your own. Files are read a line at a time, so a corpus of WikiText-103's
-size (539 MB) loads in bounded memory, and the ids of so large a corpus are kept beside it
-for the next time (`read_corpus`).
+`load` reads a corpus by name: one of `DATASETS`, whose files are downloaded (lstm_lm/
+fetch.py) and checked when its folder holds none of them, or "dir", a folder of your own.
+Words are read a line at a time, so a corpus of WikiText-103's size (539 MB) loads in
+bounded memory, and the ids of so large a corpus are kept beside it for the next time
+(`read_corpus`).
 """
 
-import array
 import collections
 import dataclasses
 import hashlib
 import os
 import pathlib
-import shutil
-import tarfile
 import tempfile
-import urllib.parse
 import zipfile
-import zlib
 from collections.abc import Iterator, Mapping
 
 import numpy as np
-import pooch
-import requests
 from absl import logging
 
-DATA_DIR_ENV = "LSTM_LM_DATA_DIR"  # the folder that holds one folder per dataset
-EOS = "<eos>"
-UNK = "<unk>"
-# The WikiText host refuses a client's default User-Agent.
-USER_AGENT = "Mozilla/5.0 (compatible; lstm_lm)"
-pooch.get_logger().setLevel("WARNING")  # not its "use this hash" note: ours are checked
+from lstm_lm import fetch, symbols
+from lstm_lm.fetch import DATA_DIR_ENV as DATA_DIR_ENV
+from lstm_lm.fetch import Dataset
+from lstm_lm.symbols import EOS as EOS
+from lstm_lm.symbols import UNK as UNK
+from lstm_lm.symbols import DataError as DataError
 
-
-class DataError(Exception):
-    """The corpus could not be found, fetched or read; the message says what to do."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Dataset:
-    """A corpus that can be fetched: its archive's mirrors and what the files must hold."""
-
-    folder: str  # its folder under the data root
-    files: tuple[str, str, str]  # train, valid, test
-    urls: tuple[str, ...]  # mirrors of one archive (.tgz or .zip), tried in order
-    archive_folder: str  # the folder in the archive that holds the files
-    num_tokens: Mapping[str, int]  # published sizes: words plus one <eos> per line
-    sha256: Mapping[str, str] = dataclasses.field(default_factory=dict)  # files', where known
-    archive_sha256: str = ""  # the archive's, where published
-
-
+LEVELS = ("word", "char", "byte")  # config.data.level: what one symbol is
 PTB_URL = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
 PTB_FILES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
 WIKITEXT_FILES = ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens")
+PTB_CHAR_FILES = ("ptb.char.train.txt", "ptb.char.valid.txt", "ptb.char.test.txt")
+ENWIK8_FILES = ("enwik8.train.raw", "enwik8.valid.raw", "enwik8.test.raw")
+TEXT8_FILES = ("text8.train.txt", "text8.valid.txt", "text8.test.txt")
 WIKITEXT_HOSTS = (
     "https://wikitext.smerity.com",
     "https://s3.amazonaws.com/research.metamind.io/wikitext",
@@ -110,6 +90,45 @@ DATASETS = {
         {},
         "242ba0f20b329cfdf1ccc61e9e9e5b59becf189db7f7a81cd2a0e2fc31539590",
     ),
+    # Character level. PTB-char is Mikolov's rewrite of the PTB in the same archive: one
+    # character per space-separated token, `_` between words, a sentence a line. Its
+    # counts, one <eos> per line included (Merity et al. 2018: 5.01M / 393k / 442k); no
+    # SHA-256 is published.
+    "ptb_char": Dataset(
+        "ptb_char",
+        PTB_CHAR_FILES,
+        (PTB_URL,),
+        "data",
+        dict(zip(PTB_CHAR_FILES, (5_017_482, 393_042, 442_423))),
+        level="char",
+        tokens="words",
+    ),
+    # enwik8 (the Hutter Prize): the first 10^8 bytes of a 2006 English Wikipedia dump, cut
+    # 90M / 5M / 5M as awd-lstm-lm's prep_enwik8.py, bytes the symbols (205 with <eos>).
+    # text8: Mahoney's cleaned 10^8 characters of the same (a-z and the space, one line),
+    # cut the same way. Checked by the size of the file in the archive.
+    "enwik8": Dataset(
+        "enwik8",
+        ENWIK8_FILES,
+        ("http://mattmahoney.net/dc/enwik8.zip",),
+        "",
+        {},
+        level="byte",
+        tokens="bytes",
+        source="enwik8",
+        split_sizes=(90_000_000, 5_000_000, 5_000_000),
+    ),
+    "text8": Dataset(
+        "text8",
+        TEXT8_FILES,
+        ("http://mattmahoney.net/dc/text8.zip",),
+        "",
+        {},
+        level="char",
+        tokens="chars",
+        source="text8",
+        split_sizes=(90_000_000, 5_000_000, 5_000_000),
+    ),
 }
 DIR_FILES = ("train.txt", "valid.txt", "test.txt")  # name "dir": a folder of your own
 CACHE_MIN_BYTES = 100 * 2**20  # a corpus this large keeps its ids beside it (read_corpus)
@@ -120,7 +139,7 @@ class Corpus:
     train: np.ndarray  # int32 ids of each split
     valid: np.ndarray
     test: np.ndarray
-    vocab: dict[str, int]  # word -> id, in id order
+    vocab: dict[str, int]  # symbol -> id, in id order
 
 
 def data_root() -> pathlib.Path:
@@ -146,7 +165,17 @@ def load(data_config) -> Corpus:
     if dataset and data_config.archive_sha256:  # an archive of one's own making
         dataset = dataclasses.replace(dataset, archive_sha256=data_config.archive_sha256)
     paths = find_files(data_dir, files, dataset, urls)
-    return read_corpus(paths, data_config.min_count, data_config.max_vocab_size)
+    return read_corpus(
+        paths, data_config.min_count, data_config.max_vocab_size, tokens_of(data_config)
+    )
+
+
+def tokens_of(data_config) -> str:
+    """How the corpus's files cut into symbols (symbols.TOKENS): the dataset's own way, or
+    for "dir" the way of `data.level`."""
+    if data_config.name in DATASETS:
+        return DATASETS[data_config.name].tokens
+    return symbols.LEVEL_TOKENS[data_config.get("level", "word")]
 
 
 def ptb_raw_data(
@@ -172,7 +201,7 @@ def find_files(
     paths = [data_dir / name for name in files]
     missing = [p.name for p in paths if not p.is_file()]
     if len(missing) == len(files) and dataset is not None:
-        download(dataset, data_dir, urls)
+        fetch.download(dataset, data_dir, urls)
     elif missing and dataset is None:
         raise DataError(
             f"{data_dir} lacks {', '.join(missing)}. config.data.name='dir' reads "
@@ -184,36 +213,6 @@ def find_files(
             "Place all three there, or remove them all to have them downloaded."
         )
     return paths
-
-
-def line_words(line: str) -> list[str]:
-    """One line's words, with `<eos>` when the line ends with a newline."""
-    words = line.split()
-    if line.endswith("\n"):
-        words.append(EOS)
-    return words
-
-
-def read_lines(path: os.PathLike) -> Iterator[str]:
-    """The file's lines; DataError if it cannot be read."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            yield from f
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"Cannot read {path}: {e}") from e
-
-
-def read_words(path: os.PathLike) -> list[str]:
-    """The file's words in order, with `<eos>` for every newline (for small files)."""
-    return [word for line in read_lines(path) for word in line_words(line)]
-
-
-def count_words(path: os.PathLike) -> collections.Counter:
-    """How often each word occurs in the file, `<eos>` included, a line at a time."""
-    counts = collections.Counter()
-    for line in read_lines(path):
-        counts.update(line_words(line))
-    return counts
 
 
 def build_vocab(
@@ -239,63 +238,32 @@ def build_vocab(
     return {word: i for i, word in enumerate(kept)}
 
 
-def file_ids(path: os.PathLike, vocab: Mapping[str, int]) -> np.ndarray:
-    """The file's words as int32 ids, a line at a time; words outside the vocabulary
-    become `<unk>`, or raise if the vocabulary has none."""
-    unk = vocab.get(UNK, -1)
-    ids = array.array("i")
-    for line in read_lines(path):
-        ids.extend([vocab.get(w, unk) for w in line_words(line)])
-    ids_N = np.frombuffer(ids, dtype=np.int32)
-    if not np.any(ids_N != vocab.get(EOS, -1)):
-        raise DataError(f"{path} holds no words; replace it with a text file.")
-    if np.any(ids_N < 0):
-        words = (w for line in read_lines(path) for w in line_words(line))
-        raise unknown_words_error(collections.Counter(w for w in words if w not in vocab), path)
-    return ids_N
-
-
-def unknown_words_error(unknown: Mapping[str, int], where) -> DataError:
-    examples = ", ".join(sorted(unknown)[:5])
-    return DataError(
-        f"{sum(unknown.values())} words of {where} are not in the vocabulary (e.g. "
-        f"{examples}) and it has no {UNK} to map them to. Set --config.data.min_count=2 "
-        f"(training words seen once become {UNK}, and so do unseen words), or "
-        f"--config.data.max_vocab_size, or add {UNK} to the training text."
-    )
-
-
-def words_to_ids(words: list[str], vocab: Mapping[str, int]) -> np.ndarray:
-    """int32 ids; unknown words become `<unk>`, or raise if the vocabulary has none."""
-    unk = vocab.get(UNK)
-    if unk is None:
-        unknown = collections.Counter(w for w in words if w not in vocab)
-        if unknown:
-            raise unknown_words_error(unknown, "the text")
-    return np.array([vocab.get(w, unk) for w in words], dtype=np.int32)
-
-
-def read_corpus(paths: list[pathlib.Path], min_count: int = 1, max_vocab_size: int = 0) -> Corpus:
-    """The three files as ids over the training file's vocabulary. Reading text costs
-    about half a microsecond a word, a minute for WikiText-103, so the ids of a corpus of
-    CACHE_MIN_BYTES or more are also kept beside it (`ids_cache_path`) and read from there
-    the next time."""
+def read_corpus(
+    paths: list[pathlib.Path], min_count: int = 1, max_vocab_size: int = 0, tokens: str = "words"
+) -> Corpus:
+    """The three files as ids over the training file's vocabulary, cut into symbols as
+    `tokens` says. Reading words costs about half a microsecond each, a minute for
+    WikiText-103, so the ids of a corpus of CACHE_MIN_BYTES or more are also kept beside
+    it (`ids_cache_path`) and read from there the next time."""
     cache = None
     if sum(p.stat().st_size for p in paths) >= CACHE_MIN_BYTES:
-        cache = ids_cache_path(paths, min_count, max_vocab_size)
+        cache = ids_cache_path(paths, min_count, max_vocab_size, tokens)
         if corpus := load_ids(cache):
             return corpus
-    vocab = build_vocab(count_words(paths[0]), min_count, max_vocab_size)
-    corpus = Corpus(*(file_ids(p, vocab) for p in paths), vocab)
+    vocab = build_vocab(symbols.count_symbols(paths[0], tokens), min_count, max_vocab_size)
+    corpus = Corpus(*(symbols.file_ids(p, vocab, tokens) for p in paths), vocab)
     if cache is not None:
         save_ids(cache, corpus)
     return corpus
 
 
-def ids_cache_path(paths: list[pathlib.Path], min_count: int, max_vocab_size: int) -> pathlib.Path:
-    """<folder>/.lstm_lm_ids/<key>.npz, the key a hash of the files' contents and the
-    vocabulary options: a changed file or option is a new key."""
-    digest = hashlib.sha256(f"ids v1, min_count {min_count}, max {max_vocab_size}".encode())
+def ids_cache_path(
+    paths: list[pathlib.Path], min_count: int, max_vocab_size: int, tokens: str = "words"
+) -> pathlib.Path:
+    """<folder>/.lstm_lm_ids/<key>.npz, the key a hash of the files' contents, the
+    vocabulary options and the cut: a changed file or option is a new key."""
+    key = f"ids v1, min_count {min_count}, max {max_vocab_size}"
+    digest = hashlib.sha256((key if tokens == "words" else f"{key}, {tokens}").encode())
     for path in paths:
         with open(path, "rb") as f:
             while block := f.read(1 << 24):
@@ -401,116 +369,3 @@ def ptb_iterator(
     """Yields (x, y) int32 arrays of shape [batch_size, num_steps], as TF's reader."""
     x_NxBxT, y_NxBxT = epoch_batches(raw_ids, batch_size, num_steps)
     yield from zip(x_NxBxT, y_NxBxT)
-
-
-def download(dataset: Dataset, data_dir: pathlib.Path, urls: tuple[str, ...], timeout=60.0):
-    """Fetch the dataset's archive from the first of `urls` that works and place its
-    three files in data_dir. Each file is checked (SHA-256 where known, else its token
-    count) before it is moved into place; on any failure nothing is left behind but
-    the files that were already there."""
-    by_hand = (
-        f"To place the files by hand, download {(dataset.urls or urls)[0]}, extract "
-        f"{dataset.archive_folder}/{{{','.join(dataset.files)}}} into {data_dir}, or point "
-        f"--config.data.data_dir (or ${DATA_DIR_ENV}, the folder of the dataset folders) "
-        "at a folder holding them."
-    )
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        scratch = pathlib.Path(tempfile.mkdtemp(prefix=".download-", dir=data_dir))
-    except OSError as e:
-        raise DataError(f"Cannot write to data directory {data_dir}: {e}. {by_hand}") from e
-    failures = []
-    try:
-        for i, url in enumerate(urls):
-            try:
-                extracted = fetch_and_check(dataset, url, scratch / str(i), timeout)
-            except DataError as e:
-                failures.append(str(e))
-                continue
-            for name, path in extracted.items():
-                os.replace(path, data_dir / name)
-            return
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    raise DataError(" ".join([*failures, by_hand]))
-
-
-def fetch_and_check(dataset: Dataset, url: str, scratch: pathlib.Path, timeout: float):
-    """The dataset's files from the archive at `url`, extracted into `scratch` and
-    checked: name -> path."""
-    scratch.mkdir()
-    archive = scratch / (pathlib.PurePosixPath(urllib.parse.urlparse(url).path).name or "archive")
-    _fetch(url, archive, timeout)
-    if dataset.archive_sha256:
-        _check_sha256(archive, dataset.archive_sha256, url, "file")
-    extracted = _extract(archive, scratch / "extracted", dataset)
-    for name, path in extracted.items():
-        if name in dataset.sha256:
-            _check_sha256(path, dataset.sha256[name], url, "corpus")
-        elif name in dataset.num_tokens:
-            num_tokens = sum(count_words(path).values())
-            if num_tokens != dataset.num_tokens[name]:
-                raise DataError(
-                    f"{name} from {url} has {num_tokens} tokens, expected "
-                    f"{dataset.num_tokens[name]}: the download is corrupt or another corpus."
-                )
-    return extracted
-
-
-def _check_sha256(path: pathlib.Path, expected: str, url: str, kind: str) -> None:
-    """DataError naming both hashes unless the file at `path` (from `url`) has SHA-256
-    `expected`; `kind` is what it might be instead ("file", "corpus")."""
-    digest = pooch.file_hash(str(path), alg="sha256")  # read in chunks, not whole
-    if digest != expected:
-        raise DataError(
-            f"{path.name} from {url} has SHA-256 {digest}, expected {expected}: the download "
-            f"is corrupt or another {kind}."
-        )
-
-
-def _fetch(url: str, dest: pathlib.Path, timeout: float) -> None:
-    """Download `url` to `dest` with pooch: into a temporary file renamed when complete,
-    with a progress bar; a short read or a network failure is a DataError."""
-    print(f"Downloading {url} ...", flush=True)
-    downloader = pooch.HTTPDownloader(
-        progressbar=True, headers={"User-Agent": USER_AGENT}, timeout=timeout
-    )
-    try:  # the hashes are checked by the caller, whose message names the file and the source
-        pooch.retrieve(url, None, fname=dest.name, path=dest.parent, downloader=downloader)
-    except (requests.RequestException, OSError, ValueError) as e:
-        raise DataError(f"Could not download {url}: {e}.") from e
-
-
-def _extract(archive: pathlib.Path, dest: pathlib.Path, dataset: Dataset):
-    """Extract the members <archive_folder>/<file> of a .tgz or .zip: name -> path."""
-    dest.mkdir()
-    wanted = {f"{dataset.archive_folder}/{name}": name for name in dataset.files}
-    extracted = {}
-    try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                members = [(m.filename, m) for m in zf.infolist() if not m.is_dir()]
-                for member_name, member in members:
-                    if name := _wanted(member_name, wanted):
-                        with zf.open(member) as src, open(dest / name, "wb") as dst:
-                            shutil.copyfileobj(src, dst)
-                        extracted[name] = dest / name
-        else:
-            with tarfile.open(archive, "r:gz") as tar:
-                for member in tar:
-                    if member.isfile() and (name := _wanted(member.name, wanted)):
-                        with tar.extractfile(member) as src, open(dest / name, "wb") as dst:
-                            shutil.copyfileobj(src, dst)
-                        extracted[name] = dest / name
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
-        raise DataError(f"The archive from the download is unreadable ({e}).") from e
-    missing = [f for f, name in wanted.items() if name not in extracted]
-    if missing:
-        raise DataError(f"The downloaded archive lacks {', '.join(missing)}.")
-    return extracted
-
-
-def _wanted(member_name: str, wanted: Mapping[str, str]) -> str | None:
-    """The file name if the member is <archive_folder>/<file>, at any depth."""
-    parts = pathlib.PurePosixPath(member_name).parts
-    return wanted.get("/".join(parts[-2:]))

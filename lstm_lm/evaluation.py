@@ -3,7 +3,8 @@
 The stream is laid out as TF's reader does ([N, B, T] batches of B contiguous rows), the
 carry starts at zeros and is threaded through every batch, and one jitted `lax.scan`
 walks the whole split. Perplexity is exp(total cost / total time steps), as TF's
-`run_epoch`.
+`run_epoch`. At char and byte level (`config.data.level`) the numbers come with bits per
+symbol too: bits per character (per byte), log2 of the perplexity, `<eos>` one symbol.
 """
 
 import functools
@@ -52,6 +53,32 @@ def perplexity(cost_sum: float, num_steps: int) -> float:
         return math.exp(cost_sum / num_steps)
     except OverflowError:
         return math.inf
+
+
+def bits_per_symbol(perplexity: float) -> float:
+    """Bits per character (per byte at byte level): log2 of the per-symbol perplexity,
+    the mean cross-entropy in bits."""
+    return math.log2(perplexity)
+
+
+def with_bits(record: dict, data_config) -> dict:
+    """At char or byte level, `record` with each `*perplexity` value followed by its
+    `*bpc` (bits_per_symbol); at word level, `record` as it is."""
+    if data_config.get("level", "word") == "word":
+        return dict(record)
+    out = {}
+    for key, value in record.items():
+        out[key] = value
+        if key.endswith("perplexity"):
+            out[key.removesuffix("perplexity") + "bpc"] = bits_per_symbol(value)
+    return out
+
+
+def bits_note(perplexity: float, data_config) -> str:
+    """ " (1.234 bpc)" for a log line at char or byte level, else ""."""
+    if data_config.get("level", "word") == "word":
+        return ""
+    return f" ({bits_per_symbol(perplexity):.4f} bpc)"
 
 
 def check_split_fits(split, num_ids, batch_size, num_steps, batch_name, steps_name) -> None:

@@ -26,6 +26,7 @@ from lstm_lm import (
     optim,
     parallel,
     sampling,
+    symbols,
 )
 from lstm_lm import config as config_lib
 
@@ -124,8 +125,9 @@ def evaluate_run(
         else:
             perplexity = evaluation.evaluate(eval_fn, run.params, ids, b, t, cfg=run.cfg, mesh=mesh)
         results[f"{split}_perplexity"] = perplexity
-        logging.info("%s perplexity %.2f (batch %d, steps %d)", split, perplexity, b, t)
-    return results
+        bits = evaluation.bits_note(perplexity, run.config.data)
+        logging.info("%s perplexity %.2f%s (batch %d, steps %d)", split, perplexity, bits, b, t)
+    return evaluation.with_bits(results, run.config.data)
 
 
 def training_rms(run: Run, train_ids, dynamic: adaptive.Dynamic | None, max_batches: int):
@@ -180,17 +182,19 @@ def score_file(
     rms_batches: int = 0,
     per_word: pathlib.Path | None = None,
 ) -> dict:
-    """Perplexity of a text file, its words read as PTB's (newline = <eos>) with words
-    outside the vocabulary mapped to <unk>; the cache and dynamic evaluation as given
-    (RMS dynamic evaluation reads the run's training split for its statistics). With
+    """Perplexity of a text file (and bits per symbol at char and byte level), its words
+    (characters, bytes: see lstm_lm/symbols.py) read as the run's corpus is (newline =
+    <eos>), those outside the vocabulary mapped to <unk>; the cache and dynamic
+    evaluation as given (RMS dynamic evaluation reads the run's training split for its
+    statistics). With
     `per_word` (a .tsv or .jsonl path), each scored word's row goes there too: see
     per_word_rows."""
     if per_word is not None and per_word.suffix not in ROW_WRITERS:
         raise config_lib.ConfigError(
             f"--per_word={per_word}: the file must end in .tsv or .jsonl, to say its format."
         )
-    words = data.read_words(path)
-    ids = data.words_to_ids(words, run.vocab)
+    words = symbols.read_symbols(path, data.tokens_of(run.config.data))
+    ids = symbols.words_to_ids(words, run.vocab)
     num_unknown = sum(w not in run.vocab for w in words)
     rms = training_rms(run, None, dynamic, rms_batches)
     log_probs, ranks = word_scores(
@@ -199,7 +203,8 @@ def score_file(
     if per_word is not None:
         ROW_WRITERS[per_word.suffix](per_word, per_word_rows(words, log_probs, ranks, run.vocab))
     perplexity = adaptive.stream_perplexity(log_probs)
-    return dict(perplexity=perplexity, words=len(words), unknown_words=num_unknown, step=run.step)
+    result = dict(perplexity=perplexity, words=len(words), unknown_words=num_unknown)
+    return dict(evaluation.with_bits(result, run.config.data), step=run.step)
 
 
 def per_word_rows(words: list[str], log_probs, ranks, vocab) -> list[dict]:
@@ -228,13 +233,14 @@ ROW_WRITERS = {".tsv": write_tsv, ".jsonl": write_jsonl}
 
 
 def prompt_ids(run: Run, prompt: str) -> np.ndarray:
-    """The prompt's word ids; an empty prompt starts a new sentence (the model is fed
-    `<eos>`). Words outside the vocabulary are read as `<unk>`, with a warning."""
-    prompt_words = prompt.split() or [data.EOS]
+    """The prompt's word ids (its characters' or bytes' at those levels); an empty prompt
+    starts a new sentence (the model is fed `<eos>`). Words outside the vocabulary are
+    read as `<unk>`, with a warning."""
+    prompt_words = symbols.text_symbols(prompt, data.tokens_of(run.config.data)) or [data.EOS]
     unknown = sorted({w for w in prompt_words if w not in run.vocab})
     if unknown:
         logging.warning("Prompt words not in the vocabulary, read as <unk>: %s", unknown)
-    return data.words_to_ids(prompt_words, run.vocab)
+    return symbols.words_to_ids(prompt_words, run.vocab)
 
 
 def check_top_k(run: Run, top_k: int) -> None:
@@ -352,5 +358,9 @@ def sample_text(
         banned=tuple(run.vocab[w] for w in banned),
     )
     id_to_word = list(run.vocab)
-    text = " ".join([*prompt.split(), *(id_to_word[i] for i in np.asarray(words_N))])
+    tokens = data.tokens_of(run.config.data)
+    sampled = [id_to_word[i] for i in np.asarray(words_N)]
+    if tokens != "words":
+        return prompt + symbols.join_symbols(sampled, tokens)
+    text = " ".join([*prompt.split(), *sampled])
     return re.sub(rf" ?{data.EOS} ?", "\n", text)

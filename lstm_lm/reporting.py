@@ -2,7 +2,8 @@
 
 - progress: a bar on an interactive terminal, else a log line about every 10% of an epoch;
 - `tensorboard/`: event files (tensorboardX, no TensorFlow needed) with train perplexity,
-  learning rate, gradient norm and words/s as training goes, valid/test perplexity;
+  learning rate, gradient norm and words/s as training goes, valid/test perplexity (and
+  bits per symbol, `bpc`, beside each perplexity at char and byte level);
 - `metrics.jsonl`: one JSON record per finished epoch;
 - `learning_curve.png`: train/valid perplexity per epoch, redrawn after each epoch.
 """
@@ -57,10 +58,11 @@ class Reporter:
             self.bar.set_postfix(perplexity=f"{scalars['perplexity']:.2f}")
         elif hi * REPORTS_PER_EPOCH // num_batches > lo * REPORTS_PER_EPOCH // num_batches:
             logging.info(
-                "epoch %d %3.0f%% perplexity %.2f speed %.0f wps",
+                "epoch %d %3.0f%% perplexity %.2f%s speed %.0f wps",
                 epoch,
                 100 * hi / num_batches,
                 scalars["perplexity"],
+                bits_note(scalars, "bpc"),
                 scalars["words_per_sec"],
             )
 
@@ -78,20 +80,26 @@ class Reporter:
             self.bar.close()
             self.bar = None
         logging.info(
-            "epoch %d train perplexity %.2f valid perplexity %.2f (%.0fs)",
+            "epoch %d train perplexity %.2f%s valid perplexity %.2f%s (%.0fs)",
             record["epoch"],
             record["train_perplexity"],
+            bits_note(record, "train_bpc"),
             record["valid_perplexity"],
+            bits_note(record, "valid_bpc"),
             record["seconds"],
         )
         write_metrics(self.metrics_path, history)
         self.writer.add_scalar("valid/perplexity", record["valid_perplexity"], step)
+        if "valid_bpc" in record:
+            self.writer.add_scalar("valid/bpc", record["valid_bpc"], step)
         with checkpoints.writing(self.workdir / "tensorboard"):
             self.writer.flush()
         plot_learning_curve(history, self.workdir / "learning_curve.png")
 
-    def test(self, perplexity: float, step: int) -> None:
-        self.writer.add_scalar("test/perplexity", perplexity, step)
+    def test(self, scalars: dict, step: int) -> None:
+        """`scalars`: the test perplexity, and its bpc at char and byte level."""
+        for name, value in scalars.items():
+            self.writer.add_scalar(f"test/{name}", value, step)
 
     def close(self) -> None:
         """Closes the bar and the event files; a failure to flush them is logged, not
@@ -127,6 +135,11 @@ class Silent:
 
     def close(self):
         pass
+
+
+def bits_note(record: dict, key: str) -> str:
+    """ " (1.2345 bpc)" when the record has bits per symbol under `key`, else ""."""
+    return f" ({record[key]:.4f} bpc)" if key in record else ""
 
 
 def write_metrics(path: pathlib.Path, history: list[dict]) -> None:

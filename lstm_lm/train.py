@@ -284,6 +284,7 @@ def train_epoch(train_fn, state, carry, progress, epoch: Epoch, *, loop):
             grad_norm=float(grad_norms.mean()),
             words_per_sec=words / (time.perf_counter() - start_time),
         )
+        scalars = evaluation.with_bits(scalars, loop.config.data)
         loop.reporter.train_progress(progress.epoch, lo, hi, num_batches, step, scalars)
         due = every and step // every > first_step // every
         if hi < num_batches and (due or loop.stop):
@@ -377,9 +378,12 @@ class Loop:
     stop: list  # signals received, from `stop_signals`
 
 
-def next_epoch(progress, epoch: int, lr, valid_ppl, valid_seconds, layout: Epoch, averaged):
+def next_epoch(
+    progress, epoch: int, lr, valid_ppl, valid_seconds, layout: Epoch, averaged, data_config
+):
     """The Progress that starts epoch + 1, with a record of `epoch` (trained on `layout`;
-    validated with averaged weights or not) appended to the history."""
+    validated with averaged weights or not; bits per symbol at char and byte level)
+    appended to the history."""
     words = layout.steps() * layout.data_BxL.shape[0]
     record = dict(
         epoch=epoch,
@@ -391,6 +395,7 @@ def next_epoch(progress, epoch: int, lr, valid_ppl, valid_seconds, layout: Epoch
         seconds=progress.epoch_seconds + valid_seconds,
         averaged=averaged,
     )
+    record = evaluation.with_bits(record, data_config)
     return checkpoints.Progress(
         epoch=epoch + 1, train_seconds=progress.train_seconds, history=[*progress.history, record]
     )
@@ -516,7 +521,7 @@ def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
                 valid_seconds = time.perf_counter() - valid_start
                 averaged = optim.is_averaging(state)
                 progress = next_epoch(
-                    progress, epoch, lr, valid_ppl, valid_seconds, layout, averaged
+                    progress, epoch, lr, valid_ppl, valid_seconds, layout, averaged, config.data
                 )
                 if best_mngr and is_best(progress.history):
                     checkpoints.save_best(best_mngr, optim.eval_params(state), progress.history[-1])
@@ -537,15 +542,17 @@ def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
             config.eval.test_num_steps,
         )
         test_seconds = time.perf_counter() - test_start
-        reporter.test(test_ppl, checkpoints.step_of(state))
+        test_scalars = evaluation.with_bits(dict(perplexity=test_ppl), config.data)
+        reporter.test(test_scalars, checkpoints.step_of(state))
     finally:
         reporter.close()
         mngr.close()
         if best_mngr:
             best_mngr.close()
     logging.info(
-        "test perplexity %.2f (%s weights, epoch %d; batch %d, steps %d; %.1fs)",
+        "test perplexity %.2f%s (%s weights, epoch %d; batch %d, steps %d; %.1fs)",
         test_ppl,
+        evaluation.bits_note(test_ppl, config.data),
         config.train.test_weights,
         tested["epoch"],
         config.eval.test_batch_size,
@@ -554,7 +561,8 @@ def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
     )
     fixed_words = steps_per_epoch * num_steps * batch_size  # records from before "words"
     results = dict(
-        # The tested weights' epoch: the last, or with test_weights="best" the best.
+        # The tested weights' epoch: the last, or with test_weights="best" the best;
+        # each perplexity followed by its bits per symbol at char and byte level.
         train_perplexity=tested["train_perplexity"],
         valid_perplexity=tested["valid_perplexity"],
         test_perplexity=test_ppl,
@@ -567,6 +575,7 @@ def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
         words_per_sec=sum(r.get("words", fixed_words) for r in progress.history)
         / progress.train_seconds,
     )
+    results = evaluation.with_bits(results, config.data)
     if chief:
         checkpoints.write_text(workdir / "results.json", json.dumps(results, indent=2) + "\n")
     return results

@@ -11,7 +11,7 @@ import pytest
 from helpers import make_tarball, make_zip
 
 from lstm_lm import config as config_lib
-from lstm_lm import data
+from lstm_lm import data, fetch, symbols
 
 
 def test_ptb_iterator_matches_tf_reader_test_vector():
@@ -34,7 +34,7 @@ def test_ptb_iterator_refuses_too_little_data():
 def test_vocabulary_orders_by_count_then_word_and_newlines_are_eos(tmp_path):
     path = tmp_path / "train.txt"
     path.write_text(" b a c\n a b\n z a\n")
-    words = data.read_words(path)
+    words = symbols.read_words(path)
     assert words == ["b", "a", "c", "<eos>", "a", "b", "<eos>", "z", "a", "<eos>"]
     vocab = data.build_vocab(words)
     assert vocab == {"<eos>": 0, "a": 1, "b": 2, "c": 3, "z": 4}
@@ -42,9 +42,9 @@ def test_vocabulary_orders_by_count_then_word_and_newlines_are_eos(tmp_path):
 
 def test_unknown_words_become_unk_or_raise_when_there_is_none():
     vocab = {"<unk>": 0, "a": 1}
-    np.testing.assert_array_equal(data.words_to_ids(["a", "zzz", "a"], vocab), [1, 0, 1])
+    np.testing.assert_array_equal(symbols.words_to_ids(["a", "zzz", "a"], vocab), [1, 0, 1])
     with pytest.raises(data.DataError, match="zzz"):
-        data.words_to_ids(["a", "zzz"], {"a": 0})
+        symbols.words_to_ids(["a", "zzz"], {"a": 0})
 
 
 def real_data_dir(folder: str, file: str) -> pathlib.Path:
@@ -65,7 +65,7 @@ def test_real_wikitext2_valid_and_test_have_the_published_counts():
     data_dir = real_data_dir("wikitext-2", "wiki.valid.tokens")
     wikitext2 = data.DATASETS["wikitext2"]
     for name in ("wiki.valid.tokens", "wiki.test.tokens"):
-        counts = data.count_words(data_dir / name)
+        counts = symbols.count_words(data_dir / name)
         assert sum(counts.values()) == wikitext2.num_tokens[name]
         assert counts["<unk>"] > 0  # WikiText maps its rare words to <unk> itself
 
@@ -74,9 +74,9 @@ def test_reading_a_line_at_a_time_equals_tf_reader_on_the_whole_file(tmp_path):
     path = tmp_path / "text.txt"
     path.write_text(" the cat\n\n sat  on\tthe mat \n and no newline at the end")
     tf_words = path.read_text().replace("\n", " <eos> ").split()  # TF's _read_words
-    assert data.read_words(path) == tf_words
+    assert symbols.read_words(path) == tf_words
     vocab = data.build_vocab(tf_words)
-    np.testing.assert_array_equal(data.file_ids(path, vocab), [vocab[w] for w in tf_words])
+    np.testing.assert_array_equal(symbols.file_ids(path, vocab), [vocab[w] for w in tf_words])
 
 
 def test_min_count_and_max_vocab_size_map_the_rarer_words_to_unk():
@@ -141,7 +141,7 @@ FAKE_DATASET = dataclasses.replace(data.DATASETS["ptb"], num_tokens={}, sha256=F
 
 
 def download(data_dir, *urls, dataset=FAKE_DATASET, **kwargs):
-    data.download(dataset, data_dir, urls, **kwargs)
+    fetch.download(dataset, data_dir, urls, **kwargs)
 
 
 def test_download_places_verified_files_and_nothing_else(tmp_path, serve):
@@ -274,11 +274,11 @@ def test_a_large_corpus_keeps_its_ids_and_a_changed_file_is_read_anew(tmp_path, 
     first = data.load(dir_config(directory, min_count=2).data)
     assert len(list((directory / ".lstm_lm_ids").glob("*.npz"))) == 1
 
-    def no_reading(path):
+    def no_reading(path, tokens):
         raise AssertionError(f"{path} was read although its ids are kept")
 
     with monkeypatch.context() as m:
-        m.setattr(data, "count_words", no_reading)
+        m.setattr(symbols, "count_symbols", no_reading)
         again = data.load(dir_config(directory, min_count=2).data)
     assert again.vocab == first.vocab
     for split in ("train", "valid", "test"):

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lstm_lm import config as config_lib
 from lstm_lm import embeddings, inference, model, sampling
 from tests.test_model import numpy_log_probs
 
@@ -18,7 +19,7 @@ CFG = model.ModelConfig(vocab_size=12, hidden_size=8, num_layers=2, init_scale=0
 PARAMS = model.init_params(jax.random.PRNGKey(0), CFG)
 PROMPT = jnp.array([3, 1, 4], jnp.int32)
 VOCAB = {w: i for i, w in enumerate(["<eos>", "<unk>", *(f"w{i}" for i in range(2, 12))])}
-RUN = inference.Run(config=None, cfg=CFG, params=PARAMS, vocab=VOCAB, step=0)
+RUN = inference.Run(config=config_lib.default_config(), cfg=CFG, params=PARAMS, vocab=VOCAB, step=0)
 
 
 def logits_after(ids) -> np.ndarray:
@@ -72,7 +73,9 @@ def test_first_word_frequencies_follow_the_tempered_truncated_softmax(temperatur
 
 def test_score_ids_equals_one_forward_pass_over_the_whole_text():
     ids = np.random.default_rng(0).integers(0, CFG.vocab_size, 53).astype(np.int32)
-    run = inference.Run(config=None, cfg=CFG, params=PARAMS, vocab={}, step=0)
+    run = inference.Run(
+        config=config_lib.default_config(), cfg=CFG, params=PARAMS, vocab={}, step=0
+    )
     cost, _ = model.cost_fn(PARAMS, CFG, model.zero_carry(CFG, 1), ids[None, :-1], ids[None, 1:])
     want = np.exp(float(cost) / (len(ids) - 1))
     for num_steps in (7, 13, 52, 100):  # remainders 3, 0, 0 and a text shorter than a window

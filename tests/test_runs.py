@@ -30,7 +30,7 @@ from helpers import (
     write_corpus,
 )
 
-from lstm_lm import checkpoints, data, inference, model, optim, parallel, train
+from lstm_lm import checkpoints, data, inference, model, optim, parallel, symbols, train
 
 pytestmark = pytest.mark.slow  # whole runs, most of them through main.py in a subprocess
 
@@ -320,7 +320,7 @@ def test_score_mode_on_the_test_file_matches_the_test_perplexity(trained, tmp_pa
     got = json.loads(proc.stdout)
     # ptb_tiny tests with batch 1, 1 step: every word after the first, like score.
     assert got["perplexity"] == pytest.approx(results["test_perplexity"], rel=1e-5)
-    assert got["words"] == len(data.read_words(test_file)) and got["unknown_words"] == 0
+    assert got["words"] == len(symbols.read_words(test_file)) and got["unknown_words"] == 0
 
     other = tmp_path / "other.txt"
     other.write_text(" w1 w2 zebra\n w3 okapi w1\n")
