@@ -2,18 +2,20 @@
 character wherever perplexity is reported."""
 
 import dataclasses
+import importlib
 import io
 import json
 import math
 import pathlib
 import zipfile
 
+import jax
 import numpy as np
 import pytest
 from helpers import make_tarball, run_main
 
 from lstm_lm import config as config_lib
-from lstm_lm import data, fetch, inference, symbols
+from lstm_lm import data, fetch, inference, model, symbols
 
 EOS = "<eos>"
 PTB_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb"
@@ -208,3 +210,19 @@ def test_a_char_corpus_trains_through_main_and_reports_bits_per_character(tmp_pa
 
     text = inference.sample_text(run, "ab", 30, temperature=1.0, top_k=0, greedy=False, seed=0)
     assert text.startswith("ab") and len(text) == 32 and set(text) <= set("abcde f\u00e9\n")
+
+
+@pytest.mark.parametrize(
+    "name, vocab_size, published",
+    [("awd_lstm_ptb_char", 50, 13.8e6), ("awd_lstm_enwik8", 205, 47e6), ("lstm_ptb_char", 50, 0)],
+)
+def test_the_char_configs_validate_and_have_the_papers_parameter_counts(
+    name, vocab_size, published
+):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    config_lib.validate(config)
+    assert data.DATASETS[config.data.name].level == config.data.level
+    cfg = config_lib.model_config(config, vocab_size)
+    shapes = jax.eval_shape(lambda: model.init_params(jax.random.PRNGKey(0), cfg))
+    if published:  # Merity et al. (2018), Tables 3 and 4
+        assert model.parameter_count(shapes) == pytest.approx(published, rel=0.01)
