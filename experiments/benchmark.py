@@ -195,11 +195,11 @@ def worker(peer: str, shape: str, batches: int) -> None:
 
 
 class Worker:
-    """A `worker` subprocess; `ask` sends a line and returns its JSON answer."""
+    """A worker subprocess run as `cmd`: it prints a JSON line when ready, then one per
+    line it is sent, and a last one when its input closes; `ask` sends a line and
+    returns its JSON answer."""
 
-    def __init__(self, peer: str, shape: str, batches: int):
-        cmd = [sys.executable, __file__, f"--worker={peer}", f"--shapes={shape}"]
-        cmd += [f"--batches={batches}"]
+    def __init__(self, cmd: list[str]):
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.ready = self.answer()
 
@@ -228,7 +228,18 @@ def throughput(shape: str, windows: int, batches: int, peers: list[str]) -> dict
     ours / torch within the round: on a shared machine whose speed drifts by 10-15% over
     minutes, the pairs of neighbouring windows compare more fairly than the two medians.
     Also each peer's start-up time, peak memory and (ours) the matmul peak."""
-    workers = {peer: Worker(peer, shape, batches) for peer in peers}  # one warms up at a time
+    workers = {  # one warms up at a time
+        peer: Worker(
+            [
+                sys.executable,
+                __file__,
+                f"--worker={peer}",
+                f"--shapes={shape}",
+                f"--batches={batches}",
+            ]
+        )
+        for peer in peers
+    }
     rates = {(peer, mode): [] for peer in peers for mode in ("train", "eval")}
     for round_ in range(windows):
         for mode in ("train", "eval"):

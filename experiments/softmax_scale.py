@@ -14,12 +14,11 @@ of neighbouring windows against the first layer. Peak memory is each process's V
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 
 import numpy as np
-from benchmark import peak_rss_mib, timed_words_per_sec
+from benchmark import Worker, peak_rss_mib, timed_words_per_sec
 
 # name: vocabulary, hidden size (2 layers), num_steps, batch, adaptive cutoffs
 SHAPES = {
@@ -92,28 +91,17 @@ def worker(shape: str, layer: str) -> None:
 
 def measure(shape: str, layers: list[str], windows: int) -> dict:
     """Median words/s per layer, the median ratio to layers[0] over rounds, memory."""
-    procs, ready = {}, {}
-    for layer in layers:  # one warms up at a time
-        cmd = [sys.executable, __file__, f"--worker={layer}", f"--shapes={shape}"]
-        procs[layer] = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        ready[layer] = json.loads(procs[layer].stdout.readline())
-
-    def ask(layer):
-        procs[layer].stdin.write("window\n")
-        procs[layer].stdin.flush()
-        return json.loads(procs[layer].stdout.readline())
-
+    workers = {  # one warms up at a time
+        layer: Worker([sys.executable, __file__, f"--worker={layer}", f"--shapes={shape}"])
+        for layer in layers
+    }
     rates = {layer: [] for layer in layers}
     for round_ in range(windows):
         for layer in layers[round_ % 2 :] + layers[: round_ % 2]:
-            rates[layer].append(ask(layer))
+            rates[layer].append(workers[layer].ask("window"))
     result = {}
-    for layer, proc in procs.items():
-        proc.stdin.close()
-        result[layer] = {**ready[layer], **json.loads(proc.stdout.readline())}
-        proc.wait()
+    for layer, worker in workers.items():
+        result[layer] = {**worker.ready, **worker.close()}
         result[layer]["words_per_sec"] = float(np.median(rates[layer]))
         ratios = np.divide(rates[layer], rates[layers[0]])
         result[layer][f"ratio_to_{layers[0]}"] = float(np.median(ratios))
