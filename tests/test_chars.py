@@ -18,7 +18,6 @@ from lstm_lm import config as config_lib
 from lstm_lm import data, fetch, inference, model, symbols
 
 EOS = "<eos>"
-PTB_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb"
 
 
 def test_characters_are_read_one_by_one_the_space_included_and_newlines_as_eos(tmp_path):
@@ -63,11 +62,12 @@ def mikolov_char_file(word_file: pathlib.Path, char_file: pathlib.Path) -> None:
 
 @pytest.fixture(scope="module")
 def ptb_char_dir(tmp_path_factory):
-    if not (PTB_DIR / "ptb.train.txt").is_file():
-        pytest.skip(f"no PTB at {PTB_DIR}")
+    ptb_dir = data.data_root() / "ptb"  # the real PTB, as tests/test_data.py reads it
+    if not (ptb_dir / "ptb.train.txt").is_file():
+        pytest.skip(f"set ${data.DATA_DIR_ENV} to a folder holding ptb/ptb.train.txt")
     folder = tmp_path_factory.mktemp("ptb_char")
     for split in ("train", "valid", "test"):
-        mikolov_char_file(PTB_DIR / f"ptb.{split}.txt", folder / f"ptb.char.{split}.txt")
+        mikolov_char_file(ptb_dir / f"ptb.{split}.txt", folder / f"ptb.char.{split}.txt")
     return folder
 
 
