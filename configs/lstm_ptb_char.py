@@ -4,8 +4,9 @@ epochs 9 and 11, 12 epochs, the best-validation weights tested one stream at a t
 
     python main.py --config=configs/lstm_ptb_char.py --workdir=runs/lstm_ptb_char
 
-Ours: see experiments/ptb_char/ (about an hour on a 2-core CPU). For scale, AWD-LSTM's
-3x1000 model (configs/awd_lstm_ptb_char.py) reaches 1.175 test bpc in 500 GPU epochs.
+Ours: valid 1.505 / test 1.454 bits per character in 56 minutes on a 2-core CPU
+(experiments/ptb_char/). For scale, AWD-LSTM's 3x1000 model
+(configs/awd_lstm_ptb_char.py) reaches 1.175 test bpc in 500 GPU epochs.
 """
 
 from lstm_lm import config as config_lib

@@ -72,35 +72,42 @@ VARIANTS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--batches", type=int, default=10)
-    args = parser.parse_args()
-    print(f"JAX {jax.__version__} on {jax.devices()}")
-    tokens = np.random.default_rng(0).integers(0, VOCAB, (args.batches, BATCH, 36))
-    batches = (tokens[..., :-1].astype(np.int32), tokens[..., 1:].astype(np.int32))
-    runs = {name: build(config, fn, **over) for name, (config, fn, over) in VARIANTS.items()}
+def time_variants(names: list[str], rounds: int, batches: int) -> dict[str, float]:
+    """Median ms per training batch of each of VARIANTS' `names`, interleaved by round."""
+    tokens = np.random.default_rng(0).integers(0, VOCAB, (batches, BATCH, 36))
+    inputs = (tokens[..., :-1].astype(np.int32), tokens[..., 1:].astype(np.int32))
+    runs = {
+        name: build(VARIANTS[name][0], VARIANTS[name][1], **VARIANTS[name][2]) for name in names
+    }
     times = {name: [] for name in runs}
-    for r in range(args.rounds + 1):  # round 0 compiles
+    for r in range(rounds + 1):  # round 0 compiles
         for name, run in runs.items():
             train_fn, state, carry, scan_fn = run
             cells.cell_scan = scan_fn
             try:
                 for call in range(2):
                     start = time.perf_counter()
-                    state, carry, metrics, _ = train_fn(state, carry, *batches)
+                    state, carry, metrics, _ = train_fn(state, carry, *inputs)
                     jax.block_until_ready(metrics)
                     if call and r:
-                        times[name].append(1e3 * (time.perf_counter() - start) / args.batches)
+                        times[name].append(1e3 * (time.perf_counter() - start) / batches)
             finally:
                 cells.cell_scan = CELL_SCAN
             run[1:3] = state, carry
     for name, (train_fn, *_) in runs.items():
         assert train_fn._cache_size() == 1, name  # nothing compiled again
-    base = np.median(times["lstm"])
-    for name, t in times.items():
-        print(f"{name:28} {np.median(t):8.1f} ms/batch  x{np.median(t) / base:.2f}")
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--batches", type=int, default=10)
+    args = parser.parse_args()
+    print(f"JAX {jax.__version__} on {jax.devices()}")
+    ms = time_variants(list(VARIANTS), args.rounds, args.batches)
+    for name, t in ms.items():
+        print(f"{name:28} {t:8.1f} ms/batch  x{t / ms['lstm']:.2f}")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from lstm_lm.symbols import EOS as EOS
 from lstm_lm.symbols import UNK as UNK
 from lstm_lm.symbols import DataError as DataError
 
-LEVELS = ("word", "char", "byte")  # config.data.level: what one symbol is
+LEVELS = tuple(symbols.LEVEL_TOKENS)  # config.data.level: "word", "char" or "byte"
 PTB_URL = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
 PTB_FILES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
 WIKITEXT_FILES = ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens")

@@ -186,9 +186,8 @@ def score_file(
     (characters, bytes: see lstm_lm/symbols.py) read as the run's corpus is (newline =
     <eos>), those outside the vocabulary mapped to <unk>; the cache and dynamic
     evaluation as given (RMS dynamic evaluation reads the run's training split for its
-    statistics). With
-    `per_word` (a .tsv or .jsonl path), each scored word's row goes there too: see
-    per_word_rows."""
+    statistics). With `per_word` (a .tsv or .jsonl path), each scored word's row goes
+    there too: see per_word_rows."""
     if per_word is not None and per_word.suffix not in ROW_WRITERS:
         raise config_lib.ConfigError(
             f"--per_word={per_word}: the file must end in .tsv or .jsonl, to say its format."

@@ -26,6 +26,9 @@ def test_the_gpu_script_smoke_run_benchmarks_and_trains(tmp_path):
     info = json.loads((out / "benchmark.json").read_text())
     tiny = info["benchmark"]["tiny"]
     assert tiny["ours_train"] > 0 and tiny["ours_eval"] > 0
+    assert info["mogrifier"]["mogrifier"] > 0 and info["mogrifier"]["lstm"] > 0
+    assert info["softmax"]["tiny"]["adaptive"]["words_per_sec"] > 0
     assert info["ptb_medium"]["test_perplexity"] > 1  # the run finished and tested
     assert (out / "ptb_medium" / "results.json").exists()
     assert "| tiny |" in (out / "summary.md").read_text()
+    assert "Adaptive softmax (tiny)" in (out / "summary.md").read_text()

@@ -1,6 +1,8 @@
 """One command for a short GPU window: lstm_lm against PyTorch's cuDNN nn.LSTM on the
-small, medium and large shapes, then a full ptb_medium run (39 epochs) when the measured
-speed says it ends within the time left.
+small, medium and large shapes; the newer models (the Mogrifier cell against the LSTM,
+ptb_small_mogrifier against ptb_small_regularized; the adaptive softmax against the full
+one at WikiText-103's vocabulary); then a full ptb_medium run (39 epochs) when the
+measured speed says it ends within the time left.
 
     pip install -e ".[bench]"          # PyTorch, the peer; without it only ours is timed
     LSTM_LM_DATA_DIR=/path/to/datasets python experiments/gpu/run.py --out=gpu_results
@@ -30,6 +32,8 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave PyTorch
 
 import benchmark  # noqa: E402
 import jax  # noqa: E402
+import mogrifier_ab  # noqa: E402
+import softmax_scale  # noqa: E402
 
 TRAIN_WORDS = 929_589  # PTB's training split, words + <eos>
 MEDIUM_EPOCHS = 39
@@ -86,6 +90,14 @@ def summary(info: dict) -> str:
             ratio = f"{ours / theirs:.2f}x" if theirs else "-"
             cells += [f"{ours:,.0f}", f"{theirs:,.0f}" if theirs else "-", ratio]
         lines.append("| " + " | ".join(cells) + " |")
+    ms = info["mogrifier"]
+    lines += ["", f"Mogrifier: {ms['mogrifier']:.1f} ms/batch against the LSTM's {ms['lstm']:.1f}"]
+    for shape, layers in info["softmax"].items():
+        full, adaptive = layers["full"], layers["adaptive"]
+        lines.append(
+            f"Adaptive softmax ({shape}): {adaptive['words_per_sec']:,.0f} words/s against the "
+            f"full softmax's {full['words_per_sec']:,.0f}: {adaptive['ratio_to_full']:.2f}x"
+        )
     lines += ["", f"ptb_medium: {json.dumps(info['ptb_medium'])}", ""]
     return "\n".join(lines)
 
@@ -106,6 +118,14 @@ def main() -> None:
         batches = {"tiny": 2, "small": 40, "medium": 16, "large": 8}[shape]
         info["benchmark"][shape] = benchmark.throughput(shape, windows, batches, peers())
         print(shape, json.dumps(info["benchmark"][shape]), flush=True)
+    rounds, batches = (1, 1) if args.smoke else (3, 10)
+    info["mogrifier"] = mogrifier_ab.time_variants(["lstm", "mogrifier"], rounds, batches)
+    print("mogrifier", json.dumps(info["mogrifier"]), flush=True)
+    softmax_shape = "tiny" if args.smoke else "wt103"
+    info["softmax"] = {
+        softmax_shape: softmax_scale.measure(softmax_shape, ["full", "adaptive"], windows)
+    }
+    print("softmax", json.dumps(info["softmax"]), flush=True)
     measured = info["benchmark"]["tiny" if args.smoke else "medium"]["ours_train"]
     estimate = 1.1 * MEDIUM_EPOCHS * TRAIN_WORDS / measured
     info["ptb_medium_estimate_s"] = estimate
