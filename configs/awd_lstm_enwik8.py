@@ -2,6 +2,7 @@
 Modeling at Multiple Scales"): a 3-layer LSTM (1840, 1840, 400) under a tied 400-wide
 embedding of the 205 byte symbols, Adam, BPTT 200, batch 128, the learning rate / 10
 after epochs 25 and 35; the values of salesforce/awd-lstm-lm's README command for enwik8.
+The rest, which both README commands share, comes from configs/awd_lstm_ptb_char.py.
 
     python main.py --config=configs/awd_lstm_enwik8.py --workdir=runs/awd_lstm_enwik8
 
@@ -12,41 +13,21 @@ From the README command (flag in the comments); what differs: as in
 configs/awd_lstm_ptb_char.py (seed 1111, valid batch 10, test batch 1).
 """
 
-from lstm_lm import config as config_lib
+from configs import awd_lstm_ptb_char
 
 
 def get_config():
-    config = config_lib.default_config()
-    config.seed = 1111  # main.py's default --seed
+    config = awd_lstm_ptb_char.get_config()
     config.data.name = "enwik8"  # --data data/enwik8 (prep_enwik8.py's cut)
     config.data.level = "byte"
-    config.model.num_layers = 3  # nlayers
     config.model.hidden_sizes = (1840, 1840, 400)  # nhid 1840; the last is emsize (tied)
     config.model.embedding_size = 400  # emsize
-    config.model.tie_embeddings = True  # tied
-    config.model.init = "awd"
-    config.model.init_scale = 0.1
-    config.model.dropout_input = 0.1  # dropouti
     config.model.dropout_hidden = 0.1  # dropouth
     config.model.dropout_output = 0.4  # dropout
-    config.model.dropout_embedding = 0.0  # dropoute
     config.model.weight_drop = 0.2  # wdrop
-    config.optim.name = "adam"  # optimizer adam
     config.optim.learning_rate = 1e-3  # lr
-    config.optim.lr_decay = 1.0
     config.optim.lr_drop_epochs = (25, 35)  # when
-    config.optim.max_grad_norm = 0.25  # clip
-    config.optim.token_mean_loss = True
-    config.optim.ar_alpha = 0.0  # alpha
-    config.optim.tar_beta = 0.0  # beta
-    config.optim.weight_decay = 1.2e-6  # wdecay
     config.train.num_epochs = 50  # epochs
-    config.train.batch_size = 128  # batch_size
     config.train.num_steps = 200  # bptt
-    config.train.random_lengths = True
-    config.train.steps_per_call = 1
-    config.train.test_weights = "best"
-    config.eval.valid_batch_size = 10  # eval_batch_size
-    config.eval.test_batch_size = 1  # test_batch_size
     config.eval.test_num_steps = 200  # bptt
     return config

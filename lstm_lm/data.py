@@ -46,6 +46,7 @@ WIKITEXT_FILES = ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens")
 PTB_CHAR_FILES = ("ptb.char.train.txt", "ptb.char.valid.txt", "ptb.char.test.txt")
 ENWIK8_FILES = ("enwik8.train.raw", "enwik8.valid.raw", "enwik8.test.raw")
 TEXT8_FILES = ("text8.train.txt", "text8.valid.txt", "text8.test.txt")
+MAHONEY_SPLIT = (90_000_000, 5_000_000, 5_000_000)  # enwik8's and text8's bytes per split
 WIKITEXT_HOSTS = (
     "https://wikitext.smerity.com",
     "https://s3.amazonaws.com/research.metamind.io/wikitext",
@@ -116,7 +117,7 @@ DATASETS = {
         level="byte",
         tokens="bytes",
         source="enwik8",
-        split_sizes=(90_000_000, 5_000_000, 5_000_000),
+        split_sizes=MAHONEY_SPLIT,
     ),
     "text8": Dataset(
         "text8",
@@ -127,7 +128,7 @@ DATASETS = {
         level="char",
         tokens="chars",
         source="text8",
-        split_sizes=(90_000_000, 5_000_000, 5_000_000),
+        split_sizes=MAHONEY_SPLIT,
     ),
 }
 DIR_FILES = ("train.txt", "valid.txt", "test.txt")  # name "dir": a folder of your own

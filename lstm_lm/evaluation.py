@@ -74,11 +74,10 @@ def with_bits(record: dict, data_config) -> dict:
     return out
 
 
-def bits_note(perplexity: float, data_config) -> str:
-    """ " (1.234 bpc)" for a log line at char or byte level, else ""."""
-    if data_config.get("level", "word") == "word":
-        return ""
-    return f" ({bits_per_symbol(perplexity):.4f} bpc)"
+def bits_note(record: dict, key: str) -> str:
+    """ " (1.2345 bpc)" for a log line when `record` (from with_bits) has bits per symbol
+    under `key`, else ""."""
+    return f" ({record[key]:.4f} bpc)" if key in record else ""
 
 
 def check_split_fits(split, num_ids, batch_size, num_steps, batch_name, steps_name) -> None:

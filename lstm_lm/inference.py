@@ -125,7 +125,8 @@ def evaluate_run(
         else:
             perplexity = evaluation.evaluate(eval_fn, run.params, ids, b, t, cfg=run.cfg, mesh=mesh)
         results[f"{split}_perplexity"] = perplexity
-        bits = evaluation.bits_note(perplexity, run.config.data)
+        scores = evaluation.with_bits(dict(perplexity=perplexity), run.config.data)
+        bits = evaluation.bits_note(scores, "bpc")
         logging.info("%s perplexity %.2f%s (batch %d, steps %d)", split, perplexity, bits, b, t)
     return evaluation.with_bits(results, run.config.data)
 

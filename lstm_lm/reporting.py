@@ -16,7 +16,7 @@ import sys
 import tqdm
 from absl import logging
 
-from lstm_lm import checkpoints
+from lstm_lm import checkpoints, evaluation
 
 REPORTS_PER_EPOCH = 10  # log lines per epoch when there is no progress bar
 
@@ -62,7 +62,7 @@ class Reporter:
                 epoch,
                 100 * hi / num_batches,
                 scalars["perplexity"],
-                bits_note(scalars, "bpc"),
+                evaluation.bits_note(scalars, "bpc"),
                 scalars["words_per_sec"],
             )
 
@@ -83,9 +83,9 @@ class Reporter:
             "epoch %d train perplexity %.2f%s valid perplexity %.2f%s (%.0fs)",
             record["epoch"],
             record["train_perplexity"],
-            bits_note(record, "train_bpc"),
+            evaluation.bits_note(record, "train_bpc"),
             record["valid_perplexity"],
-            bits_note(record, "valid_bpc"),
+            evaluation.bits_note(record, "valid_bpc"),
             record["seconds"],
         )
         write_metrics(self.metrics_path, history)
@@ -135,11 +135,6 @@ class Silent:
 
     def close(self):
         pass
-
-
-def bits_note(record: dict, key: str) -> str:
-    """ " (1.2345 bpc)" when the record has bits per symbol under `key`, else ""."""
-    return f" ({record[key]:.4f} bpc)" if key in record else ""
 
 
 def write_metrics(path: pathlib.Path, history: list[dict]) -> None:

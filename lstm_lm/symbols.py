@@ -25,8 +25,8 @@ import numpy as np
 
 EOS = "<eos>"
 UNK = "<unk>"
-TOKENS = ("words", "chars", "bytes")
 LEVEL_TOKENS = {"word": "words", "char": "chars", "byte": "bytes"}  # a folder of your own
+TOKENS = tuple(LEVEL_TOKENS.values())
 NEWLINE = 10  # the newline's code point and byte value
 
 

@@ -552,7 +552,7 @@ def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
     logging.info(
         "test perplexity %.2f%s (%s weights, epoch %d; batch %d, steps %d; %.1fs)",
         test_ppl,
-        evaluation.bits_note(test_ppl, config.data),
+        evaluation.bits_note(test_scalars, "bpc"),
         config.train.test_weights,
         tested["epoch"],
         config.eval.test_batch_size,

@@ -75,12 +75,13 @@ def make_tarball(files: dict[str, str]) -> bytes:
     return buf.getvalue()
 
 
-def make_zip(files: dict[str, str], folder: str) -> bytes:
-    """A .zip holding `folder/<name>` for each file, as WikiText's archives do."""
+def make_zip(files: dict[str, str | bytes], folder: str) -> bytes:
+    """A .zip holding `folder/<name>` for each file, as WikiText's archives do (`<name>`
+    at its root when `folder` is "", as enwik8's)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, text in files.items():
-            zf.writestr(f"{folder}/{name}", text)
+            zf.writestr(f"{folder}/{name}" if folder else name, text)
     return buf.getvalue()
 
 

@@ -3,16 +3,14 @@ character wherever perplexity is reported."""
 
 import dataclasses
 import importlib
-import io
 import json
 import math
 import pathlib
-import zipfile
 
 import jax
 import numpy as np
 import pytest
-from helpers import make_tarball, run_main
+from helpers import make_tarball, make_zip, run_main
 
 from lstm_lm import config as config_lib
 from lstm_lm import data, fetch, inference, model, symbols
@@ -99,13 +97,6 @@ def test_ptb_char_downloads_checked_by_its_published_counts(ptb_char_dir, tmp_pa
     assert not (tmp_path / "again").exists() or not any((tmp_path / "again").iterdir())
 
 
-def one_file_zip(name: str, payload: bytes) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr(name, payload)
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("name", ["enwik8", "text8"])
 def test_a_one_file_corpus_is_checked_by_size_and_cut_as_prep_enwik8(
     name, tmp_path, serve, monkeypatch
@@ -117,7 +108,7 @@ def test_a_one_file_corpus_is_checked_by_size_and_cut_as_prep_enwik8(
     payload = bytes(np.random.default_rng(0).choice(list(names), 100).tolist())
     small = dataclasses.replace(data.DATASETS[name], split_sizes=(60, 20, 20))
     monkeypatch.setitem(data.DATASETS, name, small)
-    url = serve(one_file_zip(name, payload), name=f"{name}.zip")
+    url = serve(make_zip({name: payload}, ""), name=f"{name}.zip")
     config = config_lib.default_config()
     level = "byte" if name == "enwik8" else "char"
     config.data.update(name=name, level=level, data_dir=str(tmp_path / name), url=url)
@@ -129,7 +120,7 @@ def test_a_one_file_corpus_is_checked_by_size_and_cut_as_prep_enwik8(
     got = [id_to_symbol[i] for i in np.concatenate([corpus.train, corpus.valid, corpus.test])]
     assert got == [names[b] for b in payload]
 
-    url = serve(one_file_zip(name, payload[:99]), name=f"{name}.zip")
+    url = serve(make_zip({name: payload[:99]}, ""), name=f"{name}.zip")
     with pytest.raises(data.DataError, match=f"{name} from .* has 99 bytes, expected 100"):
         fetch.download(small, tmp_path / "again", (url,))
     assert not any((tmp_path / "again").iterdir())
