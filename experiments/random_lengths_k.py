@@ -3,9 +3,9 @@ TF's fixed length, on ptb_small_regularized's model (2x300 tied, every regularis
 
     python experiments/random_lengths_k.py [--ks=1,4,10] [--batches=40] [--rounds=3]
 
-A call of K random-length batches pads them all to its longest one's bucket (5), so K > 1
-computes more padding but makes fewer host round trips; its numbers agree with K = 1 to
-float rounding, not to the bit (see experiments/benchmark/README.md). Each variant trains
+A call of K > 1 random-length batches pads them to the longest bucket and trains each at
+its own bucket's length (train.train_chunk's switch), so its numbers are K = 1's to the
+bit, with fewer host round trips and one compilation. Each variant trains
 the same `--batches` batches of one epoch layout (the trainer's Epoch, chunk_bounds and
 jitted train_chunk) per round after a compiling round; medians of the rounds.
 """

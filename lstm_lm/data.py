@@ -345,10 +345,15 @@ def random_lengths(rng: np.random.Generator, batch_len: int, base: int) -> np.nd
     while start < batch_len - 2:
         mean = base if rng.random() < 1 - SHORT else base / 2
         length = max(MIN_LENGTH, int(rng.normal(mean, STD)))
-        length = min(length, base + EXTRA, batch_len - 1 - start)
+        length = min(length, longest_random_length(base), batch_len - 1 - start)
         lengths.append(length)
         start += length
     return np.array(lengths, np.int32)
+
+
+def longest_random_length(base: int) -> int:
+    """The longest window `random_lengths` draws around `base`."""
+    return base + EXTRA
 
 
 def window_batches(

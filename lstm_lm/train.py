@@ -122,10 +122,18 @@ def train_chunk(
     inputs_NxBxT: jax.Array,
     targets_NxBxT: jax.Array,
     lengths_N: jax.Array | None = None,
+    *,
+    bucket: int = 0,
     **step_kwargs,
 ) -> tuple[optim.TrainState, model.Carry, dict[str, jax.Array], jax.Array]:
     """`train_step` over N consecutive batches: (state, carry, each metric per step [N],
-    whether the final parameters are all finite)."""
+    whether the final parameters are all finite).
+
+    With `bucket` (random lengths, several batches a call) each batch is trained at its
+    own bucket's length: the batches come padded to a common T, a multiple of `bucket`,
+    and a `lax.switch` runs the step on the first ceil(length / bucket) * bucket steps,
+    the same shapes, and so the same numbers, as a call of that one batch. A batch of
+    length 0 fills a short call: it changes nothing and its metrics are zeros."""
 
     def body(state_and_carry, batch):
         state, carry, metrics = train_step(*state_and_carry, *batch, **step_kwargs)
@@ -134,8 +142,29 @@ def train_chunk(
     batches = (inputs_NxBxT, targets_NxBxT)
     if lengths_N is not None:
         batches = (*batches, lengths_N)
+    if bucket:
+        body = functools.partial(bucketed_body, body=body, bucket=bucket)
     (state, carry), metrics_N = jax.lax.scan(body, (state, carry), batches)
     return state, carry, metrics_N, jnp.isfinite(optax.tree.norm(state.params))
+
+
+def bucketed_body(state_and_carry, batch, *, body, bucket: int):
+    """`body` on `batch` = (inputs_BxT, targets_BxT, length) cut to its length's bucket,
+    one `lax.switch` branch per multiple of `bucket` up to T; length 0: no step."""
+    inputs_BxT, targets_BxT, length = batch
+    num_buckets = inputs_BxT.shape[1] // bucket
+
+    def at(steps):
+        return lambda sc: body(sc, (inputs_BxT[:, :steps], targets_BxT[:, :steps], length))
+
+    branches = [at((b + 1) * bucket) for b in range(num_buckets)]
+    _, metrics_shape = jax.eval_shape(branches[0], state_and_carry)
+
+    def skip(sc):
+        return sc, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics_shape)
+
+    index = jnp.where(length > 0, (length + bucket - 1) // bucket - 1, num_buckets)
+    return jax.lax.switch(index, [*branches, skip], state_and_carry)
 
 
 @contextlib.contextmanager
@@ -197,14 +226,21 @@ def chunk_bounds(start: int, num_batches: int, steps_per_call: int) -> list[tupl
 @dataclasses.dataclass(frozen=True)
 class Epoch:
     """One epoch's batches: consecutive windows of `lengths_N` steps over the rows of the
-    training stream `data_BxL` (TF's reader when every length is num_steps). With random
-    lengths a call's batches are padded to a multiple of `bucket` and carry their
-    lengths, so the jitted step compiles once per padded length, not per length."""
+    training stream `data_BxL` (TF's reader when every length is num_steps).
+
+    With random lengths a batch is padded to a multiple of `bucket` above its length and
+    carries its length, so the jitted step compiles once per padded length, not per
+    length. A call of one batch is padded so; with `call_size` K > 1 (see `call_bucket`)
+    every call is K batches padded to `padded_length`, the longest bucket, the batches
+    past the epoch's end of length 0, so that one compilation serves the whole run and
+    train_chunk cuts each batch back to its own bucket."""
 
     data_BxL: np.ndarray
     lengths_N: np.ndarray
     random: bool
     bucket: int
+    padded_length: int = 0  # > 0: every call padded to it, and to call_size batches
+    call_size: int = 1
 
     def __len__(self) -> int:
         return len(self.lengths_N)
@@ -214,15 +250,32 @@ class Epoch:
         return int(self.lengths_N[:batches].sum())
 
     def batches(self, lo: int, hi: int):
-        """(inputs_KxBxT, targets_KxBxT, lengths_K or None) of batches [lo, hi)."""
+        """(inputs_KxBxT, targets_KxBxT, lengths_K or None) of batches [lo, hi), and with
+        `padded_length` the K = call_size - (hi - lo) batches of length 0 after them."""
         starts_N = np.cumsum(self.lengths_N) - self.lengths_N
-        lengths_K = self.lengths_N[lo:hi]
-        if self.random:
-            pad_to = -(-int(lengths_K.max()) // self.bucket) * self.bucket
+        starts_K, lengths_K = starts_N[lo:hi], self.lengths_N[lo:hi]
+        if self.padded_length:
+            fill = self.call_size - (hi - lo)
+            starts_K = np.concatenate([starts_K, np.zeros(fill, starts_K.dtype)])
+            lengths_K = np.concatenate([lengths_K, np.zeros(fill, lengths_K.dtype)])
+            pad_to = self.padded_length
+        elif self.random:
+            pad_to = round_up(int(lengths_K.max()), self.bucket)
         else:
             pad_to = int(lengths_K[0])
-        inputs, targets = data.window_batches(self.data_BxL, starts_N[lo:hi], lengths_K, pad_to)
+        inputs, targets = data.window_batches(self.data_BxL, starts_K, lengths_K, pad_to)
         return inputs, targets, (lengths_K if self.random else None)
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def call_bucket(train: ml_collections.ConfigDict) -> int:
+    """The bucket train_chunk cuts each batch of a call back to: `train.length_bucket`
+    with random lengths at several batches a call, else 0 (a call's batches share one
+    length: fixed lengths, or one batch a call)."""
+    return train.length_bucket if train.random_lengths and train.steps_per_call > 1 else 0
 
 
 def epoch_layout(data_BxL: np.ndarray, config: ml_collections.ConfigDict, epoch: int) -> Epoch:
@@ -236,7 +289,16 @@ def epoch_layout(data_BxL: np.ndarray, config: ml_collections.ConfigDict, epoch:
         lengths_N = lengths_N[: train.max_batches_per_epoch or None]
     else:
         lengths_N = np.full(fixed_batches(data_BxL, train), train.num_steps, np.int32)
-    return Epoch(data_BxL, lengths_N, train.random_lengths, train.length_bucket)
+    bucket = call_bucket(train)
+    longest = round_up(data.longest_random_length(train.num_steps), bucket) if bucket else 0
+    return Epoch(
+        data_BxL,
+        lengths_N,
+        train.random_lengths,
+        train.length_bucket,
+        longest,
+        train.steps_per_call,
+    )
 
 
 def fixed_batches(data_BxL: np.ndarray, train: ml_collections.ConfigDict) -> int:
@@ -263,7 +325,9 @@ def train_epoch(train_fn, state, carry, progress, epoch: Epoch, *, loop):
         if lengths is not None:
             batches.append(parallel.put(lengths, parallel.replicated(loop.mesh)))
         state, carry, metrics_N, params_finite = train_fn(state, carry, *batches)
-        metrics = {k: parallel.to_host(v).astype(np.float64) for k, v in metrics_N.items()}
+        metrics = {
+            k: parallel.to_host(v)[: hi - lo].astype(np.float64) for k, v in metrics_N.items()
+        }
         costs, grad_norms = metrics["cross_entropy"], metrics["grad_norm"]
         step = checkpoints.step_of(state)
         first_step = step - (hi - lo)
@@ -332,7 +396,13 @@ def create_training(
         lambda a: parallel.put(a, repl), optim.initial_state(config.seed, cfg, optimizer)
     )
     train_fn = jax.jit(
-        functools.partial(train_chunk, cfg=cfg, optimizer=optimizer, objective=objective),
+        functools.partial(
+            train_chunk,
+            bucket=call_bucket(config.train),
+            cfg=cfg,
+            optimizer=optimizer,
+            objective=objective,
+        ),
         out_shardings=(repl, carry_shardings, repl, repl),
         donate_argnums=(0, 1),
     )

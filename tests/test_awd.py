@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from lstm_lm import config as config_lib
-from lstm_lm import data, model, optim, regularisers, softmax, train
+from lstm_lm import data, model, optim, parallel, regularisers, softmax, train
 from tests.test_model import assert_gradients_match_finite_differences, numpy_basic_lstm_cell
 
 KEY = jax.random.PRNGKey(7)
@@ -228,6 +228,59 @@ def test_an_epoch_of_random_lengths_compiles_once_per_padded_length():
         state, carry, _, _ = chunk_fn(state, carry, *epoch.batches(b, b + 1))
     assert sorted(traced_lengths) == sorted({-(-n // 8) * 8 for n in lengths_N.tolist()})
     assert len(traced_lengths) <= (20 + data.EXTRA) // 8 + 1
+
+
+def awd_training(steps_per_call: int, vocab_size: int = 30):
+    """(config, jitted train_chunk, state, carry) of a small AWD-like run with random
+    lengths: every regulariser on, the learning rate scaled by length."""
+    config = config_lib.default_config()
+    config.model.update(
+        num_layers=2, hidden_sizes=(12, 8), keep_prob=0.7, weight_drop=0.3, dropout_hidden=0.2
+    )
+    config.optim.update(max_grad_norm=0.5, token_mean_loss=True, ar_alpha=2.0, tar_beta=1.0)
+    config.train.update(
+        num_steps=9, batch_size=3, random_lengths=True, length_bucket=10,
+        steps_per_call=steps_per_call,
+    )  # fmt: skip
+    cfg = config_lib.model_config(config, vocab_size)
+    mesh = parallel.make_mesh(1)
+    state, _, train_fn, _ = train.create_training(config, cfg, 100, mesh)
+    return config, train_fn, state, parallel.put_carry(model.zero_carry(cfg, 3), mesh)
+
+
+def test_a_call_of_random_length_batches_is_bitwise_one_call_per_batch():
+    # AWD's lengths around 9 (at most 49), in buckets of 10: one call per batch compiles
+    # per bucket; four per call pads each call to 50 steps, compiles once and switches on
+    # each batch's bucket, and must give every bit of the parameters, optimizer state,
+    # carry and per-step metrics the same, through a call cut short by the epoch's end
+    # and one cut where a resumed run would start.
+    stream_BxL = np.random.default_rng(0).integers(0, 30, (3, 400)).astype(np.int32)
+    results = {}
+    for k in (1, 4):
+        config, train_fn, state, carry = awd_training(k)
+        layout = train.epoch_layout(stream_BxL, config, epoch=2)
+        assert len({-(-n // 10) for n in layout.lengths_N.tolist()}) >= 2  # several buckets
+        bounds = train.chunk_bounds(0, 13, k) + train.chunk_bounds(13, len(layout), k)
+        metrics = []
+        for lo, hi in bounds:
+            state, carry, metrics_K, _ = train_fn(state, carry, *layout.batches(lo, hi))
+            metrics.append({name: np.asarray(m)[: hi - lo] for name, m in metrics_K.items()})
+        if k == 4:
+            assert layout.batches(0, 4)[0].shape == (4, 3, 50)
+            assert (hi - lo, len(bounds)) == (len(layout) % 4 or 4, -(-len(layout) // 4) + 1)
+            assert train_fn._cache_size() == 1
+        results[k] = (
+            state,
+            carry,
+            {n: np.concatenate([m[n] for m in metrics]) for n in metrics[0]},
+        )
+    (state_1, carry_1, metrics_1), (state_4, carry_4, metrics_4) = results[1], results[4]
+    assert int(state_4.step) == len(metrics_4["cross_entropy"]) == len(layout)
+    for a, b in zip(
+        jax.tree.leaves((state_1, carry_1, metrics_1)),
+        jax.tree.leaves((state_4, carry_4, metrics_4)),
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_a_steps_learning_rate_is_scaled_by_its_length_over_the_base_length():
