@@ -44,7 +44,7 @@ def get_config():
     config.train.batch_size = 20  # batch_size
     config.train.num_steps = 70  # bptt
     config.train.random_lengths = True
-    config.train.steps_per_call = 1  # one batch per call: no padding beyond the bucket
+    config.train.steps_per_call = 10  # each batch at its own bucket: K = 1's numbers, bitwise
     config.eval.valid_batch_size = 10  # eval_batch_size
     config.train.test_weights = "best"  # AWD tests the best-validation weights
     config.eval.test_batch_size = 1  # test_batch_size

@@ -47,7 +47,7 @@ def get_config():
     config.train.batch_size = 128  # batch_size
     config.train.num_steps = 150  # bptt
     config.train.random_lengths = True
-    config.train.steps_per_call = 1
+    config.train.steps_per_call = 10  # each batch at its own bucket: K = 1's numbers, bitwise
     config.train.test_weights = "best"  # the best-validation weights are tested
     config.eval.valid_batch_size = 10  # eval_batch_size
     config.eval.test_batch_size = 1  # test_batch_size

@@ -12,8 +12,9 @@ embedding output and on the last layer's output, 0.2 between the layers; embeddi
 0.05; weight drop 0.25 on the recurrent matrices; AR 2 and TAR 1; weight decay 1.2e-6;
 the loss averaged over tokens, lr 30, clip 0.25; NT-ASGD with a window of one epoch (the
 budget holds 15 epochs, not AWD's 500), then two epochs of averaged SGD from its weights.
-Fixed BPTT of 35 (AWD's random lengths cost a quarter of the speed on a CPU, see
-experiments/awd_lstm/). Validation batch 10; test: one stream, 35 steps.
+Fixed BPTT of 35 (chosen when AWD's random lengths cost a quarter of the speed on a CPU,
+see experiments/awd_lstm/; at 10 batches a call they now cost 1%, but the numbers below are
+the fixed length's). Validation batch 10; test: one stream, 35 steps.
 
 Ours (experiments/awd_lstm/, 2-core AVX-512 EPYC): valid / test 95.39 / 92.66 after the 15
 epochs (52 min; validation never turned non-monotone, so no switch), 84.21 / 81.58 after
