@@ -250,8 +250,8 @@ class Epoch:
         return int(self.lengths_N[:batches].sum())
 
     def batches(self, lo: int, hi: int):
-        """(inputs_KxBxT, targets_KxBxT, lengths_K or None) of batches [lo, hi), and with
-        `padded_length` the K = call_size - (hi - lo) batches of length 0 after them."""
+        """(inputs_KxBxT, targets_KxBxT, lengths_K or None) of batches [lo, hi); with
+        `padded_length`, followed by call_size - (hi - lo) batches of length 0."""
         starts_N = np.cumsum(self.lengths_N) - self.lengths_N
         starts_K, lengths_K = starts_N[lo:hi], self.lengths_N[lo:hi]
         if self.padded_length:
