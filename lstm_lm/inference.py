@@ -6,8 +6,10 @@ a checkpoint step (None = the latest); none of them needs the training data exce
 `evaluate_run`, which reads the valid and test splits.
 """
 
+import csv
 import dataclasses
 import functools
+import io
 import json
 import pathlib
 import re
@@ -219,10 +221,14 @@ def per_word_rows(words: list[str], log_probs, ranks, vocab) -> list[dict]:
 
 
 def write_tsv(path: pathlib.Path, rows: list[dict]) -> None:
-    """A header of the rows' keys, then a tab-separated line per row; WriteFailed when the
-    file cannot be written (so for each writer here)."""
-    lines = ["\t".join(rows[0])] + ["\t".join(str(v) for v in row.values()) for row in rows]
-    checkpoints.write_text(path, "\n".join(lines) + "\n")
+    """A header of the rows' keys, then a tab-separated line per row, written by `csv` so
+    that a field holding a tab or a double quote (a character model's symbols) is quoted
+    as CSV quotes it and any CSV reader gets it back; WriteFailed when the file cannot be
+    written (so for each writer here)."""
+    text = io.StringIO()
+    writer = csv.writer(text, delimiter="\t", lineterminator="\n")
+    writer.writerows([list(rows[0]), *(row.values() for row in rows)])
+    checkpoints.write_text(path, text.getvalue())
 
 
 def write_jsonl(path: pathlib.Path, rows: list[dict]) -> None:

@@ -1,6 +1,7 @@
 """Character- and byte-level corpora: reading, the published counts, downloads, and bits per
 character wherever perplexity is reported."""
 
+import csv
 import dataclasses
 import importlib
 import json
@@ -148,12 +149,16 @@ def test_a_level_that_is_not_the_corpus_own_is_refused_by_name(updates, message)
         config_lib.validate(config)
 
 
+ALPHABET = 'abcde f\t"\u00e9'
+
+
 def write_char_corpus(directory: pathlib.Path) -> pathlib.Path:
-    """train/valid/test.txt of short lines over 8 characters, the space included."""
+    """train/valid/test.txt of short lines over 10 characters, the space, a tab and a
+    double quote included."""
     directory.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name, lines in (("train.txt", 300), ("valid.txt", 40), ("test.txt", 40)):
-        text = "".join("".join(rng.choice(list("abcde f\u00e9"), 12)) + "\n" for _ in range(lines))
+        text = "".join("".join(rng.choice(list(ALPHABET), 12)) + "\n" for _ in range(lines))
         (directory / name).write_text(text)
     return directory
 
@@ -193,6 +198,13 @@ def test_a_char_corpus_trains_through_main_and_reports_bits_per_character(tmp_pa
     scored = inference.score_file(run, test_file, per_word=rows_path)
     assert scored["words"] == len(test_file.read_text())
     rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
+    # The .tsv holds the same rows, a tab or a quote as a symbol quoted for CSV readers.
+    inference.score_file(run, test_file, per_word=tmp_path / "rows.tsv")
+    with open(tmp_path / "rows.tsv", newline="") as f:
+        header, *tsv = csv.reader(f, delimiter="\t")
+    assert {"\t", '"'} <= {row[1] for row in tsv}
+    as_text = [{k: str(v) for k, v in row.items()} for row in rows]
+    assert [dict(zip(header, row)) for row in tsv] == as_text
     hand_bpc = -sum(r["log_prob"] for r in rows) / len(rows) / math.log(2)
     assert scored["bpc"] == pytest.approx(hand_bpc, rel=1e-6)
     assert scored["bpc"] == pytest.approx(results["test_bpc"], rel=1e-5)  # batch 1, step 1
@@ -200,7 +212,7 @@ def test_a_char_corpus_trains_through_main_and_reports_bits_per_character(tmp_pa
     assert evaluated["test_bpc"] == pytest.approx(results["test_bpc"], rel=1e-6)
 
     text = inference.sample_text(run, "ab", 30, temperature=1.0, top_k=0, greedy=False, seed=0)
-    assert text.startswith("ab") and len(text) == 32 and set(text) <= set("abcde f\u00e9\n")
+    assert text.startswith("ab") and len(text) == 32 and set(text) <= set(ALPHABET + "\n")
 
 
 @pytest.mark.parametrize(
