@@ -90,10 +90,10 @@ def default_config() -> ml_collections.ConfigDict:
     config.optim.weight_decay = 0.0  # wdecay: L2, added to the clipped gradient
     config.optim.nonmono = 0  # nonmono: NT-ASGD's window; 0 = plain SGD throughout
     # Today's recipes (lamb's optimizer_type; AWD's --optimizer and --when).
-    config.optim.name = "sgd"  # "sgd" or "adam" (lamb's "rmsprop" is adam with b1 = 0)
+    config.optim.name = "sgd"  # "sgd", "adam" (lamb's "rmsprop": b1 = 0) or "adagrad"
     config.optim.b1 = 0.9  # adam: decay of the gradient's running mean
     config.optim.b2 = 0.999  # adam: decay of its squares' running mean
-    config.optim.eps = 1e-8  # adam: added to the root of the latter
+    config.optim.eps = 1e-8  # adam: added to the root of the latter; adagrad: to the sum's root
     config.optim.lr_drop_epochs = ()  # --when: the learning rate / 10 after each of these
 
     config.train = ml_collections.ConfigDict()
@@ -161,7 +161,7 @@ RATES = (  # drop probabilities, in [0, 1)
 INITS = ("uniform", "awd")
 CELLS = ("lstm", "mogrifier")
 SOFTMAXES = ("full", "adaptive", "mos")
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adagrad")
 TEST_WEIGHTS = ("last", "best")
 
 

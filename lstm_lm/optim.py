@@ -1,6 +1,6 @@
 """The optimizer and the state it updates: TF's staircase schedule, gradient clipping by
-the global norm, plain SGD (`optax.chain(clip_by_global_norm, sgd(schedule))`) or Adam,
-and the TrainState that a step takes and returns and a checkpoint holds.
+the global norm, plain SGD (`optax.chain(clip_by_global_norm, sgd(schedule))`), Adam or
+Adagrad, and the TrainState that a step takes and returns and a checkpoint holds.
 
 AWD-LSTM's additions, each off by default: weight decay (added to the clipped gradient,
 as torch.optim.SGD's `weight_decay`), the learning rate scaled per step by the batch's
@@ -60,6 +60,27 @@ def scale_by_length() -> optax.GradientTransformationExtraArgs:
     return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
 
 
+class AdagradState(NamedTuple):
+    sum_of_squares: optax.Params  # every gradient's square, summed since the start
+
+
+def scale_by_adagrad(eps: float) -> optax.GradientTransformation:
+    """Adagrad's scaling (Duchi et al. 2011) as torch.optim.Adagrad and Torch7's
+    optim.adagrad (which Grave et al.'s adaptive-softmax code trains with) compute it: the
+    sum of squares starts at 0 and eps is added to its root, g / (sqrt(sum g^2) + eps).
+    optax.adagrad differs: its sum starts at 0.1 and eps goes under the root."""
+
+    def init(params):
+        return AdagradState(jax.tree.map(jnp.zeros_like, params))
+
+    def update(updates, state, params=None):
+        sums = jax.tree.map(lambda s, g: s + g * g, state.sum_of_squares, updates)
+        updates = jax.tree.map(lambda g, s: g / (jnp.sqrt(s) + eps), updates, sums)
+        return updates, AdagradState(sums)
+
+    return optax.GradientTransformation(init, update)
+
+
 class AverageState(NamedTuple):
     active: jax.Array  # bool scalar: averaging has started
     count: jax.Array  # int32 scalar: iterates averaged so far
@@ -97,12 +118,14 @@ def make_optimizer(
     length_scaled: bool = False,
     averaging: bool = False,
     adam: dict | None = None,
+    adagrad: dict | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """clip -> [+ weight_decay * params] -> [x length_scale] -> SGD -> [average], or with
     `adam` (its b1, b2, eps) clip -> [+ weight_decay * params] -> Adam -> [x length_scale]
-    -> [average]: the length scales the learning rate in both, which for Adam's normalised
-    step means after it. The optional parts are left out when off, so the state of the
-    plain chain is unchanged.
+    -> [average], or with `adagrad` (its eps) clip -> [+ weight_decay * params] -> Adagrad's
+    scaling -> [x length_scale] -> SGD -> [average]: the length scales the learning rate
+    in all three, which for a normalised step means after it. The optional parts are left
+    out when off, so the state of the plain chain is unchanged.
 
     Adam is optax's (Kingma & Ba's bias-corrected form, eps added to sqrt(v_hat)); TF's
     AdamOptimizer, which lamb uses, adds eps before the bias correction of v instead.
@@ -111,12 +134,13 @@ def make_optimizer(
     parts = [optax.clip_by_global_norm(max_grad_norm)]
     if weight_decay:
         parts.append(optax.add_decayed_weights(weight_decay))
-    if adam is None:
-        parts += [scale_by_length()] if length_scaled else []
-        parts.append(optax.sgd(schedule))
-    else:
+    if adam is not None:
         parts.append(optax.adam(schedule, **adam))
         parts += [scale_by_length()] if length_scaled else []
+    else:
+        parts += [scale_by_adagrad(**adagrad)] if adagrad is not None else []
+        parts += [scale_by_length()] if length_scaled else []
+        parts.append(optax.sgd(schedule))
     if averaging:
         parts.append(average_iterates())
     return optax.chain(*parts)
@@ -160,7 +184,8 @@ def initial_state(seed: int, cfg: model.ModelConfig, optimizer) -> TrainState:
 
 
 def from_config(config: ml_collections.ConfigDict, steps_per_epoch: int):
-    """(optimizer, schedule) of the config's `optim` group: SGD or Adam (`optim.name`);
+    """(optimizer, schedule) of the config's `optim` group: SGD, Adam or Adagrad
+    (`optim.name`);
     it averages when NT-ASGD is on (`optim.nonmono`) or the run fine-tunes
     (`train.finetune_from`), and scales by length with AWD's variable BPTT
     (`train.random_lengths`)."""
@@ -173,6 +198,7 @@ def from_config(config: ml_collections.ConfigDict, steps_per_epoch: int):
         tuple(optim.lr_drop_epochs),
     )
     adam = dict(b1=optim.b1, b2=optim.b2, eps=optim.eps) if optim.name == "adam" else None
+    adagrad = dict(eps=optim.eps) if optim.name == "adagrad" else None
     optimizer = make_optimizer(
         optim.max_grad_norm,
         schedule,
@@ -180,5 +206,6 @@ def from_config(config: ml_collections.ConfigDict, steps_per_epoch: int):
         length_scaled=config.train.random_lengths,
         averaging=optim.nonmono > 0 or bool(config.train.finetune_from),
         adam=adam,
+        adagrad=adagrad,
     )
     return optimizer, schedule

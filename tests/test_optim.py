@@ -78,6 +78,56 @@ def test_adam_steps_match_numpy_adam(b1, weight_decay):
     assert_matches(got, want, rtol=1e-5, atol=1e-7)
 
 
+def numpy_adagrad(grads_seq, params, lr, eps, max_norm, weight_decay, scales):
+    """Torch7's optim.adagrad (and torch.optim.Adagrad) in float64 on the gradient clipped
+    to `max_norm` plus weight_decay * params: v += g^2, p -= lr * scale * g / (sqrt(v) + eps),
+    `scales[t]` the step's length scale."""
+    params = [np.asarray(p, np.float64) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    for grads, scale in zip(grads_seq, scales):
+        grads = [np.asarray(g, np.float64) for g in grads]
+        norm = np.sqrt(sum(np.sum(g**2) for g in grads))
+        grads = [g * min(1.0, max_norm / norm) + weight_decay * p for g, p in zip(grads, params)]
+        v = [v_ + g**2 for v_, g in zip(v, grads)]
+        params = [p - lr * scale * g / (np.sqrt(v_) + eps) for p, g, v_ in zip(params, grads, v)]
+    return params
+
+
+@pytest.mark.parametrize("weight_decay, length_scaled", [(0.0, False), (1e-2, True)])
+def test_adagrad_steps_match_torchs_adagrad_in_numpy(weight_decay, length_scaled):
+    params, grads_seq = random_problem(1, [(3, 4), (5,)], (0.1, 3.0, 1.0, 0.01, 2.0))
+    lr, eps, max_norm = 0.1, 1e-5, 4.0
+    scales = [0.5, 1.0, 1.5, 0.8, 1.2] if length_scaled else [1.0] * 5
+    opt = optim.make_optimizer(
+        max_norm,
+        lambda step: lr,
+        weight_decay=weight_decay,
+        length_scaled=length_scaled,
+        adagrad=dict(eps=eps),
+    )
+    kwargs = [dict(length_scale=s) for s in scales] if length_scaled else None
+    got = apply_steps(opt, params, grads_seq, kwargs)
+    want = numpy_adagrad(
+        [[g["a"], g["b"]] for g in grads_seq],
+        [params["a"], params["b"]],
+        lr,
+        eps,
+        max_norm,
+        weight_decay,
+        scales,
+    )
+    assert_matches(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_the_config_builds_adagrad():
+    config = config_lib.default_config()
+    config.optim.update(name="adagrad", eps=1e-10, learning_rate=0.1)
+    config_lib.validate(config)
+    optimizer, _ = optim.from_config(config, steps_per_epoch=4)
+    state = optimizer.init({"w": jnp.zeros(2)})
+    assert any(isinstance(s, optim.AdagradState) for s in state)
+
+
 def test_adam_with_lengths_scales_its_step_by_the_length():
     params = {"w": jnp.ones(3)}
     grads = {"w": jnp.array([0.5, -1.0, 2.0])}
@@ -120,7 +170,11 @@ def test_the_config_builds_adam_and_the_drops():
         ("model.mogrifier_rounds", -1, r"config.model.mogrifier_rounds must be >= 0, got -1"),
         ("model.mogrifier_rank", -2, r"config.model.mogrifier_rank must be >= 0"),
         ("model.cell", "gru", r"config.model.cell must be one of lstm, mogrifier, got 'gru'"),
-        ("optim.name", "adagrad", r"config.optim.name must be one of sgd, adam, got 'adagrad'"),
+        (
+            "optim.name",
+            "adadelta",
+            r"config.optim.name must be one of sgd, adam, adagrad, got 'adadelta'",
+        ),
         ("optim.b1", 1.0, r"config.optim.b1 is a decay rate in \[0, 1\)"),
         ("optim.b2", -0.5, r"config.optim.b2 must be >= 0"),
         ("optim.lr_drop_epochs", (5, 3), r"lr_drop_epochs=\(5, 3\) must be increasing"),
