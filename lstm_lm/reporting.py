@@ -142,8 +142,19 @@ def write_metrics(path: pathlib.Path, history: list[dict]) -> None:
     checkpoints.write_text(path, "".join(json.dumps(r) + "\n" for r in history))
 
 
+def curve_series(history: list[dict]) -> tuple[str, bool, dict[str, list[float]]]:
+    """What the learning curve plots: (y label, log scale?, {"train": [...], "valid": [...]})
+    per epoch: perplexity on a log scale, or bits per symbol on a linear one where the
+    records have them (char and byte level)."""
+    bits = "valid_bpc" in history[0]
+    key = "{}_bpc" if bits else "{}_perplexity"
+    series = {split: [r[key.format(split)] for r in history] for split in ("train", "valid")}
+    return ("bits per symbol", False, series) if bits else ("perplexity", True, series)
+
+
 def plot_learning_curve(history: list[dict], path: pathlib.Path) -> None:
-    """Train and valid perplexity per epoch, log scale, to a PNG at `path`."""
+    """Train and valid perplexity (or bits per symbol: see curve_series) per epoch, to a
+    PNG at `path`."""
     import matplotlib  # here, not at the top: a second of import that only this needs
 
     matplotlib.use("Agg")  # files only, no display needed
@@ -151,15 +162,17 @@ def plot_learning_curve(history: list[dict], path: pathlib.Path) -> None:
     from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
     epochs = [r["epoch"] for r in history]
+    label, log, series = curve_series(history)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot(epochs, [r["train_perplexity"] for r in history], "o-", label="train")
-    ax.plot(epochs, [r["valid_perplexity"] for r in history], "s-", label="valid")
-    ax.set_yscale("log")
+    for (split, values), marker in zip(series.items(), ("o-", "s-")):
+        ax.plot(epochs, values, marker, label=split)
+    if log:
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("perplexity")
+    ax.set_ylabel(label)
     ax.set_title(path.parent.name)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()

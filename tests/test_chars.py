@@ -14,7 +14,7 @@ import pytest
 from helpers import make_tarball, make_zip, run_main
 
 from lstm_lm import config as config_lib
-from lstm_lm import data, fetch, inference, model, symbols
+from lstm_lm import data, fetch, inference, model, reporting, symbols
 
 EOS = "<eos>"
 
@@ -187,6 +187,14 @@ def test_a_char_corpus_trains_through_main_and_reports_bits_per_character(tmp_pa
     for record in records:
         assert record["valid_bpc"] == pytest.approx(math.log2(record["valid_perplexity"]))
         assert record["train_bpc"] == pytest.approx(math.log2(record["train_perplexity"]))
+    # The learning curve plots bits per symbol on a linear scale here, perplexity at words.
+    label, log_scale, series = reporting.curve_series(records)
+    assert (label, log_scale) == ("bits per symbol", False) and (
+        workdir / "learning_curve.png"
+    ).exists()
+    assert series == {split: [r[f"{split}_bpc"] for r in records] for split in ("train", "valid")}
+    words = [{k: v for k, v in r.items() if not k.endswith("_bpc")} for r in records]
+    assert reporting.curve_series(words)[:2] == ("perplexity", True)
     assert f"({results['test_bpc']:.4f} bpc)" in proc.stderr
     events = b"".join(p.read_bytes() for p in (workdir / "tensorboard").iterdir())
     assert b"valid/bpc" in events and b"test/bpc" in events and b"train/bpc" in events
