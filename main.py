@@ -46,7 +46,9 @@ flags.DEFINE_string(
     str(pathlib.Path.home() / ".cache" / "lstm_lm" / "jax"),
     "JAX's persistent compilation cache: a rerun skips compiling. Empty to disable.",
 )
-flags.DEFINE_integer("step", None, "evaluate/score/sample: checkpoint step (default latest).")
+flags.DEFINE_integer(
+    "step", None, "evaluate/score/predict/sample/embeddings: checkpoint step (default latest)."
+)
 flags.DEFINE_integer(
     "eval_batch_size", None, lower_bound=1, help="evaluate: batch size for both splits."
 )
@@ -308,6 +310,7 @@ MODES = {
 # The flags that only some modes read; given with another mode, they are an error.
 FLAG_MODES = {
     **{f.name: ("evaluate", "score") for f in ADAPTIVE_FLAGS},
+    "step": ("evaluate", "score", "predict", "sample", "embeddings"),
     "eval_batch_size": ("evaluate",),
     "eval_num_steps": ("evaluate",),
     "text_file": ("score",),

@@ -167,6 +167,8 @@ def test_the_inspection_modes_refuse_bad_input_in_one_line(trained, tmp_path):
     assert_clear_error(run_main(tmp_path, *embed, config=None), "needs --out=DIR")
     proc = run_main(tmp_path, *embed, "--out=x", "--per_word=rows.tsv", config=None)
     assert_clear_error(proc, "--per_word: for --mode=score only")
+    proc = run_main(tmp_path, f"--workdir={tmp_path / 'new'}", "--step=3")  # training
+    assert_clear_error(proc, "--step: for --mode=evaluate or score or predict or sample or")
     proc = run_main(tmp_path, *embed, "--neighbours=zebra", config=None)
     assert_clear_error(proc, "Error: --neighbours: zebra not in the vocabulary")
     assert len(proc.stderr.strip().splitlines()[-1]) > 0 and proc.stdout == ""
