@@ -185,8 +185,7 @@ def initial_state(seed: int, cfg: model.ModelConfig, optimizer) -> TrainState:
 
 def from_config(config: ml_collections.ConfigDict, steps_per_epoch: int):
     """(optimizer, schedule) of the config's `optim` group: SGD, Adam or Adagrad
-    (`optim.name`);
-    it averages when NT-ASGD is on (`optim.nonmono`) or the run fine-tunes
+    (`optim.name`); it averages when NT-ASGD is on (`optim.nonmono`) or the run fine-tunes
     (`train.finetune_from`), and scales by length with AWD's variable BPTT
     (`train.random_lengths`)."""
     optim = config.optim
