@@ -10,16 +10,22 @@ from lstm_lm import config as config_lib
 from lstm_lm import optim
 
 
+def numpy_clipped_and_decayed(grads, params, max_norm, weight_decay):
+    """The gradient (a list of arrays) in float64, clipped to `max_norm` by its global
+    norm, plus weight_decay * params: what both optimizers below step on."""
+    grads = [np.asarray(g, np.float64) for g in grads]
+    norm = np.sqrt(sum(np.sum(g**2) for g in grads))
+    return [g * min(1.0, max_norm / norm) + weight_decay * p for g, p in zip(grads, params)]
+
+
 def numpy_adam(grads_seq, params, lr, b1, b2, eps, max_norm, weight_decay):
-    """Kingma & Ba's Algorithm 1 in float64, on the gradient clipped to `max_norm` (global
-    norm) plus weight_decay * params, one list of arrays per step."""
+    """Kingma & Ba's Algorithm 1 in float64, on numpy_clipped_and_decayed's gradient, one
+    list of arrays per step."""
     params = [np.asarray(p, np.float64) for p in params]
     m = [np.zeros_like(p) for p in params]
     v = [np.zeros_like(p) for p in params]
     for t, grads in enumerate(grads_seq, start=1):
-        grads = [np.asarray(g, np.float64) for g in grads]
-        norm = np.sqrt(sum(np.sum(g**2) for g in grads))
-        grads = [g * min(1.0, max_norm / norm) + weight_decay * p for g, p in zip(grads, params)]
+        grads = numpy_clipped_and_decayed(grads, params, max_norm, weight_decay)
         m = [b1 * m_ + (1 - b1) * g for m_, g in zip(m, grads)]
         v = [b2 * v_ + (1 - b2) * g**2 for v_, g in zip(v, grads)]
         m_hat = [m_ / (1 - b1**t) for m_ in m]
@@ -79,15 +85,13 @@ def test_adam_steps_match_numpy_adam(b1, weight_decay):
 
 
 def numpy_adagrad(grads_seq, params, lr, eps, max_norm, weight_decay, scales):
-    """Torch7's optim.adagrad (and torch.optim.Adagrad) in float64 on the gradient clipped
-    to `max_norm` plus weight_decay * params: v += g^2, p -= lr * scale * g / (sqrt(v) + eps),
+    """Torch7's optim.adagrad (and torch.optim.Adagrad) in float64 on
+    numpy_clipped_and_decayed's gradient: v += g^2, p -= lr * scale * g / (sqrt(v) + eps),
     `scales[t]` the step's length scale."""
     params = [np.asarray(p, np.float64) for p in params]
     v = [np.zeros_like(p) for p in params]
     for grads, scale in zip(grads_seq, scales):
-        grads = [np.asarray(g, np.float64) for g in grads]
-        norm = np.sqrt(sum(np.sum(g**2) for g in grads))
-        grads = [g * min(1.0, max_norm / norm) + weight_decay * p for g, p in zip(grads, params)]
+        grads = numpy_clipped_and_decayed(grads, params, max_norm, weight_decay)
         v = [v_ + g**2 for v_, g in zip(v, grads)]
         params = [p - lr * scale * g / (np.sqrt(v_) + eps) for p, g, v_ in zip(params, grads, v)]
     return params
