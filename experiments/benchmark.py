@@ -195,12 +195,14 @@ def worker(peer: str, shape: str, batches: int) -> None:
 
 
 class Worker:
-    """A worker subprocess run as `cmd`: it prints a JSON line when ready, then one per
-    line it is sent, and a last one when its input closes; `ask` sends a line and
-    returns its JSON answer."""
+    """A worker subprocess run as `cmd` (in environment `env`, else this one's): it prints
+    a JSON line when ready, then one per line it is sent, and a last one when its input
+    closes; `ask` sends a line and returns its JSON answer."""
 
-    def __init__(self, cmd: list[str]):
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def __init__(self, cmd: list[str], env: dict | None = None):
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
         self.ready = self.answer()
 
     def answer(self):
