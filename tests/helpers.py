@@ -2,6 +2,7 @@
 archive of a corpus, and a tiny config."""
 
 import io
+import os
 import pathlib
 import shutil
 import subprocess
@@ -41,21 +42,27 @@ def copy_run(trained, tmp_path: pathlib.Path) -> pathlib.Path:
     return tmp_path / "run"
 
 
-def main_command(tmp_path: pathlib.Path, *args: str, config: str = "ptb_tiny") -> list[str]:
-    """main.py with a config (None: no --config) and a compilation cache under tmp_path."""
+def main_command(
+    tmp_path: pathlib.Path, *args: str, config: str = "ptb_tiny", cache_dir=None
+) -> list[str]:
+    """main.py with a config (None: no --config) and a compilation cache: `cache_dir`,
+    else the session's (conftest.py), else one under tmp_path."""
     config_args = [f"--config={REPO / 'configs' / config}.py"] if config else []
+    cache_dir = cache_dir or os.environ.get("LSTM_LM_TEST_JAX_CACHE") or tmp_path / "jax_cache"
     return [
         sys.executable,
         str(REPO / "main.py"),
         *config_args,
-        f"--jax_cache_dir={tmp_path / 'jax_cache'}",
+        f"--jax_cache_dir={cache_dir}",
         *args,
     ]
 
 
-def run_main(tmp_path: pathlib.Path, *args: str, config: str = "ptb_tiny", env=None):
+def run_main(
+    tmp_path: pathlib.Path, *args: str, config: str = "ptb_tiny", env=None, cache_dir=None
+):
     return subprocess.run(
-        main_command(tmp_path, *args, config=config),
+        main_command(tmp_path, *args, config=config, cache_dir=cache_dir),
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -102,9 +102,8 @@ def test_a_rerun_of_the_same_shapes_takes_every_compiled_step_from_the_cache(tra
     for step in ("jit_train_chunk-", "jit_eval_pass-"):
         assert any(name.startswith(step) for name in entries), entries
     env = dict(os.environ, JAX_LOG_COMPILES="1")  # JAX logs each cache hit at WARNING
-    again = run_main(
-        tmp, f"--workdir={tmp / 'again'}", f"--config.data.data_dir={tmp / 'data'}", *TINY, env=env
-    )
+    args = f"--workdir={tmp / 'again'}", f"--config.data.data_dir={tmp / 'data'}", *TINY
+    again = run_main(tmp, *args, env=env, cache_dir=cache)
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in cache.iterdir()) == entries  # nothing compiled anew
     hits = re.findall(r"Persistent compilation cache hit for '(\w+)'", again.stderr)
