@@ -12,7 +12,7 @@ from lstm_lm import optim
 
 def numpy_clipped_and_decayed(grads, params, max_norm, weight_decay):
     """The gradient (a list of arrays) in float64, clipped to `max_norm` by its global
-    norm, plus weight_decay * params: what both optimizers below step on."""
+    norm, plus weight_decay * params: what every optimizer below steps on."""
     grads = [np.asarray(g, np.float64) for g in grads]
     norm = np.sqrt(sum(np.sum(g**2) for g in grads))
     return [g * min(1.0, max_norm / norm) + weight_decay * p for g, p in zip(grads, params)]
@@ -45,6 +45,12 @@ def random_problem(seed, shapes, scales):
     return params, grads_seq
 
 
+def as_lists(params, grads_seq):
+    """random_problem's parameters and gradients as the numpy references take them: a
+    list [a, b] of the parameters, and one such list per step's gradient."""
+    return [params["a"], params["b"]], [[g["a"], g["b"]] for g in grads_seq]
+
+
 def apply_steps(opt, params, grads_seq, step_kwargs=None):
     """The parameters after one of opt's updates per gradient (step_kwargs[i]: update's
     extra arguments for step i)."""
@@ -71,16 +77,8 @@ def test_adam_steps_match_numpy_adam(b1, weight_decay):
         max_norm, schedule, weight_decay=weight_decay, adam=dict(b1=b1, b2=b2, eps=eps)
     )
     got = apply_steps(opt, params, grads_seq)
-    want = numpy_adam(
-        [[g["a"], g["b"]] for g in grads_seq],
-        [params["a"], params["b"]],
-        lr,
-        b1,
-        b2,
-        eps,
-        max_norm,
-        weight_decay,
-    )
+    param_list, grad_lists = as_lists(params, grads_seq)
+    want = numpy_adam(grad_lists, param_list, lr, b1, b2, eps, max_norm, weight_decay)
     assert_matches(got, want, rtol=1e-5, atol=1e-7)
 
 
@@ -111,15 +109,8 @@ def test_adagrad_steps_match_torchs_adagrad_in_numpy(weight_decay, length_scaled
     )
     kwargs = [dict(length_scale=s) for s in scales] if length_scaled else None
     got = apply_steps(opt, params, grads_seq, kwargs)
-    want = numpy_adagrad(
-        [[g["a"], g["b"]] for g in grads_seq],
-        [params["a"], params["b"]],
-        lr,
-        eps,
-        max_norm,
-        weight_decay,
-        scales,
-    )
+    param_list, grad_lists = as_lists(params, grads_seq)
+    want = numpy_adagrad(grad_lists, param_list, lr, eps, max_norm, weight_decay, scales)
     assert_matches(got, want, rtol=1e-5, atol=1e-7)
 
 
@@ -221,11 +212,8 @@ def numpy_awd_sgd(grads_seq, lengths, params, lr, base_length, max_norm, weight_
     weight_decay: d_p = g + weight_decay * p, p <- p - lr * d_p."""
     params = [np.asarray(p, np.float64) for p in params]
     for grads, length in zip(grads_seq, lengths):
-        grads = [np.asarray(g, np.float64) for g in grads]
-        norm = np.sqrt(sum(np.sum(g**2) for g in grads))
-        grads = [g * min(1.0, max_norm / norm) for g in grads]
-        step_lr = lr * length / base_length
-        params = [p - step_lr * (g + weight_decay * p) for p, g in zip(params, grads)]
+        d_p = numpy_clipped_and_decayed(grads, params, max_norm, weight_decay)
+        params = [p - lr * length / base_length * d for p, d in zip(params, d_p)]
     return params
 
 
@@ -238,13 +226,6 @@ def test_sgd_with_weight_decay_and_lengths_is_awds_torch_step_clip_first():
     opt = optim.make_optimizer(max_norm, schedule, weight_decay=weight_decay, length_scaled=True)
     scales = [dict(length_scale=jnp.float32(length / base)) for length in lengths]
     got = apply_steps(opt, params, grads_seq, scales)
-    want = numpy_awd_sgd(
-        [[g["a"], g["b"]] for g in grads_seq],
-        lengths,
-        [params["a"], params["b"]],
-        lr,
-        base,
-        max_norm,
-        weight_decay,
-    )
+    param_list, grad_lists = as_lists(params, grads_seq)
+    want = numpy_awd_sgd(grad_lists, lengths, param_list, lr, base, max_norm, weight_decay)
     assert_matches(got, want, rtol=2e-5, atol=1e-6)
