@@ -23,6 +23,7 @@ BF16 = jnp.bfloat16
 
 
 def median_seconds(fn, *args, rounds: int) -> float:
+    """Median seconds of `rounds` calls of fn(*args), after one untimed call."""
     jax.block_until_ready(fn(*args))
     times = []
     for _ in range(rounds):

@@ -8,11 +8,10 @@ Every loop returns all its carries and outputs, so that XLA cannot drop one of t
 """
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+from bf16_probe import median_seconds
 
 B, H, T = 20, 650, 35
 
@@ -27,7 +26,7 @@ def one_loop(w, w1, xw):
         h = cell(x, h, w)
         return h, h
 
-    return jax.lax.scan(step, jnp.zeros((B, H)), xw)
+    return jax.lax.scan(step, jnp.zeros((xw.shape[1], H)), xw)
 
 
 def two_loops(w, w1, xw):
@@ -39,11 +38,7 @@ def two_loops(w, w1, xw):
 
 
 def one_loop_batch_40(w, w1, xw):
-    def step(h, x):
-        h = cell(x, h, w)
-        return h, h
-
-    return jax.lax.scan(step, jnp.zeros((2 * B, H)), jnp.concatenate([xw, xw], axis=1))
+    return one_loop(w, w1, jnp.concatenate([xw, xw], axis=1))
 
 
 def main():
@@ -60,14 +55,7 @@ def main():
     ]
     print("| loop | ms | ms per [20, 650] @ [650, 2600] | GFLOP/s |\n| --- | ---: | ---: | ---: |")
     for name, fn, matmuls in variants:
-        fn = jax.jit(fn)
-        jax.block_until_ready(fn(w, w1, xw))
-        times = []
-        for _ in range(args.rounds):
-            start = time.perf_counter()
-            jax.block_until_ready(fn(w, w1, xw))
-            times.append(time.perf_counter() - start)
-        t = float(np.median(times))
+        t = median_seconds(jax.jit(fn), w, w1, xw, rounds=args.rounds)
         gflops = 2 * B * H * 4 * H * matmuls / t / 1e9
         print(f"| {name} | {t * 1e3:.2f} | {t / matmuls * 1e3:.3f} | {gflops:.0f} |")
 
