@@ -223,6 +223,20 @@ class Worker:
         return last
 
 
+def take_turns(workers: dict, rounds: int) -> dict:
+    """{(name, mode): words/s of each window}: in each round every worker runs one timed
+    window of "train", then each one of "eval", the first worker rotating from round to
+    round."""
+    names = list(workers)
+    rates = {(name, mode): [] for name in names for mode in ("train", "eval")}
+    for round_ in range(rounds):
+        first = round_ % len(names)
+        for mode in ("train", "eval"):
+            for name in names[first:] + names[:first]:
+                rates[name, mode].append(workers[name].ask(mode))
+    return rates
+
+
 def throughput(shape: str, windows: int, batches: int, peers: list[str]) -> dict:
     """Median words/s of each peer's train and eval, one process per peer. In each round
     the peers take turns, one window each, train then eval, the first peer alternating
@@ -242,11 +256,7 @@ def throughput(shape: str, windows: int, batches: int, peers: list[str]) -> dict
         )
         for peer in peers
     }
-    rates = {(peer, mode): [] for peer in peers for mode in ("train", "eval")}
-    for round_ in range(windows):
-        for mode in ("train", "eval"):
-            for peer in peers[round_ % 2 :] + peers[: round_ % 2]:
-                rates[peer, mode].append(workers[peer].ask(mode))
+    rates = take_turns(workers, windows)
     result = {f"{peer}_{mode}": float(np.median(r)) for (peer, mode), r in rates.items()}
     if len(peers) == 2:
         for mode in ("train", "eval"):

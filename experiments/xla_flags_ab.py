@@ -28,25 +28,19 @@ def main() -> None:
     args = parser.parse_args()
     variants = ["", *args.flags]
     batches = args.batches or benchmark.BATCHES[args.shape]
-    workers = []
-    for flags in variants:  # one warms up at a time
-        env = {**os.environ, "XLA_FLAGS": flags}
-        cmd = [
-            sys.executable,
-            benchmark.__file__,
-            "--worker=ours",
-            f"--shapes={args.shape}",
-            f"--batches={batches}",
-        ]
-        workers.append(benchmark.Worker(cmd, env=env))
-    rates = {(v, mode): [] for v in range(len(variants)) for mode in ("train", "eval")}
-    for round_ in range(args.rounds):
-        order = list(range(len(variants)))
-        order = order[round_ % len(order) :] + order[: round_ % len(order)]
-        for mode in ("train", "eval"):
-            for v in order:
-                rates[v, mode].append(workers[v].ask(mode))
-    for w in workers:
+    cmd = [
+        sys.executable,
+        benchmark.__file__,
+        "--worker=ours",
+        f"--shapes={args.shape}",
+        f"--batches={batches}",
+    ]
+    workers = {  # one warms up at a time
+        v: benchmark.Worker(cmd, env={**os.environ, "XLA_FLAGS": flags})
+        for v, flags in enumerate(variants)
+    }
+    rates = benchmark.take_turns(workers, args.rounds)
+    for w in workers.values():
         w.close()
     print(
         f"{args.shape}, {args.rounds} rounds of {batches}-batch windows; ratio = median over "
