@@ -296,8 +296,8 @@ def epoch_layout(data_BxL: np.ndarray, config: ml_collections.ConfigDict, epoch:
         lengths_N,
         train.random_lengths,
         train.length_bucket,
-        longest,
-        train.steps_per_call,
+        padded_length=longest,
+        call_size=train.steps_per_call,
     )
 
 
