@@ -26,6 +26,7 @@ def get_config():
     config.model.embedding_size = 400  # emsize
     config.model.tie_embeddings = True  # tied
     config.model.init = "awd"
+    config.model.hidden_bias = True  # torch.nn.LSTM's b_ih and b_hh, each trained
     config.model.init_scale = 0.1  # the embedding's U(-0.1, 0.1)
     config.model.dropout_input = 0.4  # dropouti
     config.model.dropout_hidden = 0.25  # dropouth
@@ -40,6 +41,7 @@ def get_config():
     config.optim.tar_beta = 1.0  # beta
     config.optim.weight_decay = 1.2e-6  # wdecay
     config.optim.nonmono = 5  # nonmono
+    config.optim.torch_asgd = True  # torch.optim.ASGD(t0=0, lambd=0)
     config.train.num_epochs = 500  # epochs
     config.train.batch_size = 20  # batch_size
     config.train.num_steps = 70  # bptt

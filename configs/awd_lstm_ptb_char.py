@@ -28,6 +28,7 @@ def get_config():
     config.model.embedding_size = 200  # emsize
     config.model.tie_embeddings = True  # tied
     config.model.init = "awd"
+    config.model.hidden_bias = True  # torch.nn.LSTM's b_ih and b_hh, each trained
     config.model.init_scale = 0.1
     config.model.dropout_input = 0.1  # dropouti
     config.model.dropout_hidden = 0.25  # dropouth

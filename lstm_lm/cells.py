@@ -4,6 +4,7 @@ gradient (the fast path), and the Mogrifier LSTM (Melis, Kocisky & Blunsom 2020)
 A layer's parameters are a plain dict:
 
     {"w_x": [I, 4H], "w_h": [H, 4H], "b": [4H],          # the LSTM's, gates i, j, f, o
+     "b_h": [4H],                                         # hidden_bias: PyTorch's b_hh
      "mogrifier": [{"w": [H, I], "b": [I]},               # round 1: x from h
                    {"w": [I, H], "b": [H]}, ...]}         # round 2: h from x; and so on
 
@@ -132,6 +133,11 @@ def _recurrence_bwd(forget_bias, unroll, residuals, cotangents):
 recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
+def gate_bias(layer: dict) -> jax.Array:
+    """The gates' bias [4H]: b, plus b_h where the layer has PyTorch's second bias."""
+    return layer["b"] + layer["b_h"] if "b_h" in layer else layer["b"]
+
+
 def project(round_params: dict, a_BxN: jax.Array) -> jax.Array:
     """a @ w + b of one Mogrifier round, with w full ("w") or factorised ("u" @ "v")."""
     if "w" in round_params:
@@ -146,9 +152,9 @@ def mogrify(rounds: list[dict], x_BxI: jax.Array, h_BxH: jax.Array) -> tuple[jax
         x <- 2 sigmoid(Q_r h + b_r) * x        h <- 2 sigmoid(R_r x + b_r) * h
 
     Where the regularisers act, as lamb: the dropout on the layer's input (applied by
-    model.layer_outputs) comes before the rounds; the cell state c is never gated.
-    Unlike lamb, h enters the rounds undropped (lamb's state_dropout is not here), and
-    AWD's weight drop, if on, masks w_h, which acts on the mogrified h."""
+    model.layer_outputs) and the state dropout on h (cell_step) come before the rounds;
+    the cell state c is never gated. AWD's weight drop, if on, masks w_h, which acts on
+    the mogrified h."""
     for r, round_params in enumerate(rounds):
         if r % 2 == 0:
             x_BxI = 2.0 * jax.nn.sigmoid(project(round_params, h_BxH)) * x_BxI
@@ -164,26 +170,33 @@ def cell_step(
     x_BxI: jax.Array,
     forget_bias: float,
     cap_input_gate: bool = False,
+    h_scale_BxH: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """One step of the layer's cell, whichever it is: (c', h'). With `layer["mogrifier"]`
     the Mogrifier LSTM (the LSTM step on the mogrified x and h; the cell state c is not
     gated), else the LSTM; `cap_input_gate`: see lstm_update. `w_xh` [I + H, 4H] is
     concat([w_x, w_h]): the gates are one matmul of concat([x, h]), which ran 5% faster
-    than two on CPU (experiments/mogrifier/)."""
+    than two on CPU (experiments/mogrifier/). `h_scale_BxH` is lamb's state dropout (a
+    scaled keep mask): the rounds and the gates see h times it, the carry keeps h."""
     c_BxH, h_BxH = carry
+    if h_scale_BxH is not None:
+        h_BxH = h_BxH * h_scale_BxH
     x_BxI, h_BxH = mogrify(layer.get("mogrifier", []), x_BxI, h_BxH)
-    gates_Bx4H = jnp.concatenate([x_BxI, h_BxH], axis=-1) @ w_xh + layer["b"]
+    gates_Bx4H = jnp.concatenate([x_BxI, h_BxH], axis=-1) @ w_xh + gate_bias(layer)
     return lstm_update(c_BxH, gates_Bx4H, forget_bias, cap_input_gate)[0]
 
 
-def cell_scan(layer, carry, x_TxBxI, real_T, forget_bias, cap_input_gate=False, unroll=1):
+def cell_scan(
+    layer, carry, x_TxBxI, real_T, forget_bias, cap_input_gate=False, unroll=1, h_scale_BxH=None
+):
     """`cell_step` over time, differentiated by autodiff: (final (c, h), h_TxBxH). Steps
-    where `real_T` [T] is False hold the carry (None: all are real)."""
+    where `real_T` [T] is False hold the carry (None: all are real). `h_scale_BxH`: the
+    state dropout of every step (see cell_step)."""
     w_xh = jnp.concatenate([layer["w_x"], layer["w_h"]])
 
     def step(carry, x_and_real):
         x_BxI, real = x_and_real
-        new_carry = cell_step(layer, w_xh, carry, x_BxI, forget_bias, cap_input_gate)
+        new_carry = cell_step(layer, w_xh, carry, x_BxI, forget_bias, cap_input_gate, h_scale_BxH)
         h_BxH = new_carry[1]
         if real is not None:
             new_carry = jax.tree.map(lambda n, o: jnp.where(real, n, o), new_carry, carry)

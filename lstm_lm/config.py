@@ -56,8 +56,10 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.init_scale = 0.1  # TF: init_scale; every parameter ~ U(-s, s)
     config.model.keep_prob = 1.0  # TF: keep_prob; dropout on non-recurrent connections
     config.model.forget_bias = 0.0  # added to the forget gate, as BasicLSTMCell's
+    config.model.trainable_forget_bias = False  # lamb: forget_bias starts the trained bias
+    config.model.hidden_bias = False  # PyTorch's nn.LSTM (AWD, MoS): a second bias, b_hh
     # AWD-LSTM (Merity et al. 2017); the comment names its flag. Rates: drop probabilities.
-    config.model.init = "uniform"  # "uniform": all U(+-init_scale); "awd": see model.init_params
+    config.model.init = "uniform"  # "uniform": all U(+-init_scale); "awd", "lamb": see model
     config.model.dropout_input = 0.0  # dropouti: locked dropout on the embedding output
     config.model.dropout_hidden = 0.0  # dropouth: locked dropout between layers
     config.model.dropout_output = 0.0  # dropout: locked dropout on the last layer's output
@@ -68,6 +70,10 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.mogrifier_rounds = 0  # feature_mask_rounds: R rounds of gating x and h
     config.model.mogrifier_rank = 0  # feature_mask_rank: rounds' matrices as rank-k products
     config.model.cap_input_gate = False  # cap_input_gate: c = f*c + min(1 - f, i)*j
+    config.model.dropout_state = 0.0  # state_dropout: on h before each step, a mask a batch
+    config.model.dropout_per_step = False  # not shared_mask_dropout: the input, hidden and
+    #                                        output dropouts draw a new mask at every step
+    config.model.skip_connection = False  # lstm_skip_connection: the output sums every layer's h
     # The output layer: see lstm_lm/softmax.py. Adaptive keys as PyTorch's
     # nn.AdaptiveLogSoftmaxWithLoss; MoS's as zihangdai/mos's flags.
     config.model.softmax = "full"  # "full", "adaptive" or "mos"
@@ -88,7 +94,13 @@ def default_config() -> ml_collections.ConfigDict:
     config.optim.ar_alpha = 0.0  # alpha: AR, mean square of the dropped last-layer output
     config.optim.tar_beta = 0.0  # beta: TAR, mean square of its raw step-to-step change
     config.optim.weight_decay = 0.0  # wdecay: L2, added to the clipped gradient
+    # lamb's (google-deepmind/lamb); the comment names its flag.
+    config.optim.l2_penalty = 0.0  # l2_penalty: + l2 * sum(w^2)/2 in the objective, clipped
+    config.optim.tf_adam = False  # TF's AdamOptimizer: eps added to sqrt(v) before correcting
+    config.optim.average_after_best = 0  # trigger_averaging_turns: epochs after the best valid
+    config.optim.average_at_epoch = 0  # trigger_averaging_at_the_latest: averaging from then
     config.optim.nonmono = 0  # nonmono: NT-ASGD's window; 0 = plain SGD throughout
+    config.optim.torch_asgd = False  # torch.optim.ASGD's mean: the 2nd iterate replaces the 1st
     # Today's recipes (lamb's optimizer_type; AWD's --optimizer and --when).
     config.optim.name = "sgd"  # "sgd", "adam" (lamb's "rmsprop": b1 = 0) or "adagrad"
     config.optim.b1 = 0.9  # adam: decay of the gradient's running mean
@@ -144,7 +156,10 @@ NON_NEGATIVE = (
     "optim.ar_alpha",
     "optim.tar_beta",
     "optim.weight_decay",
+    "optim.l2_penalty",
     "optim.nonmono",
+    "optim.average_after_best",
+    "optim.average_at_epoch",
     "eval.valid_batch_size",
     "model.mogrifier_rounds",
     "model.mogrifier_rank",
@@ -157,8 +172,9 @@ RATES = (  # drop probabilities, in [0, 1)
     "model.dropout_embedding",
     "model.weight_drop",
     "model.dropout_latent",
+    "model.dropout_state",
 )
-INITS = ("uniform", "awd")
+INITS = ("uniform", "awd", "lamb")
 CELLS = ("lstm", "mogrifier")
 SOFTMAXES = ("full", "adaptive", "mos")
 OPTIMIZERS = ("sgd", "adam", "adagrad")
@@ -230,6 +246,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"a dataset's archive (not of name 'dir', which downloads nothing), got {digest!r}."
         )
     validate_model(config.model)
+    validate_recipes(config)
     validate_cell(config.model)
     validate_softmax(config.model)
     validate_devices(config.train)
@@ -271,6 +288,38 @@ def validate_model(model_config: ml_collections.ConfigDict) -> None:
                 f"equal the embedding size ({embedding_size}): set config.model.hidden_sizes "
                 "so that the last one equals config.model.embedding_size."
             )
+
+
+def validate_recipes(config: ml_collections.ConfigDict) -> None:
+    """The keys of the papers' own code where they can act: a skip connection over layers
+    of one size, lamb's initialisation of a tied full softmax, TF's Adam with Adam,
+    torch's ASGD with SGD."""
+    m = config.model
+    sizes = tuple(m.hidden_sizes) or (m.hidden_size,) * m.num_layers
+    if m.skip_connection and len(set(sizes)) > 1:
+        raise ConfigError(
+            f"config.model.skip_connection sums the layers' outputs, which needs layers of one "
+            f"size, got config.model.hidden_sizes={sizes}; make them equal or set "
+            "config.model.skip_connection=False."
+        )
+    if m.init == "lamb" and (m.softmax == "adaptive" or not m.tie_embeddings):
+        raise ConfigError(
+            "config.model.init='lamb' draws lamb's tied output layers (a full softmax or a "
+            f"mixture of softmaxes), got config.model.softmax={m.softmax!r}, "
+            f"config.model.tie_embeddings={m.tie_embeddings}; set tie_embeddings=True, or "
+            "another init."
+        )
+    if config.optim.torch_asgd and config.optim.name != "sgd":
+        raise ConfigError(
+            f"config.optim.torch_asgd is torch.optim.ASGD's averaging of SGD, but "
+            f"config.optim.name={config.optim.name!r}: set config.optim.name='sgd' or "
+            "torch_asgd=False."
+        )
+    if config.optim.tf_adam and config.optim.name != "adam":
+        raise ConfigError(
+            f"config.optim.tf_adam is a form of Adam, but config.optim.name="
+            f"{config.optim.name!r}: set config.optim.name='adam' or tf_adam=False."
+        )
 
 
 def validate_cell(model_config: ml_collections.ConfigDict) -> None:

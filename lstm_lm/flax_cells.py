@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lstm_lm import cells, model
+from lstm_lm import cells, initializers
 
 
 def _uniform(scale: float):
@@ -74,7 +74,7 @@ class MogrifierCell(_ZeroCarryCell):
     """The Mogrifier LSTM (Melis et al. 2020): `rounds` rounds of gating x and h
     (`cells.mogrify`) before each LSTM step; `rank` k factorises each round's matrix (0:
     full). Initialised as `lstm_lm.model` does with init="uniform": the LSTM's
-    parameters U(-init_scale, init_scale), the rounds as `model.mogrifier_init`."""
+    parameters U(-init_scale, init_scale), the rounds as `initializers.mogrifier_init`."""
 
     features: int  # H
     rounds: int = 5
@@ -99,8 +99,8 @@ class MogrifierCell(_ZeroCarryCell):
         return new_carry, new_carry[1]
 
     def _init_rounds(self, key, input_size: int) -> list[dict]:
-        """The rounds' parameters, drawn by model.mogrifier_init for one layer."""
+        """The rounds' parameters, drawn by initializers.mogrifier_init for one layer."""
         H = self.features
         shapes = {"w_x": jnp.zeros((input_size, 4 * H)), "w_h": jnp.zeros((H, 4 * H))}
-        params = model.mogrifier_init(key, {"lstm": [shapes]}, self.rounds, self.rank)
+        params = initializers.mogrifier_init(key, {"lstm": [shapes]}, self.rounds, self.rank)
         return params["lstm"][0]["mogrifier"]

@@ -29,7 +29,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from lstm_lm import cells, regularisers, softmax
+from lstm_lm import cells, initializers, regularisers, softmax
 
 Carry = list[tuple[jax.Array, jax.Array]]  # per layer: (c_BxH, h_BxH)
 
@@ -47,8 +47,10 @@ class ModelConfig:
     embedding_size: int = 0  # 0 = the first layer's size
     tie_embeddings: bool = False
     keep_prob: float = 1.0  # Zaremba: a new dropout mask at every step
-    forget_bias: float = 0.0
-    init: str = "uniform"  # "uniform" (Zaremba) or "awd"; see init_params
+    forget_bias: float = 0.0  # TF: a constant added to the forget gate at every step
+    trainable_forget_bias: bool = False  # lamb: forget_bias starts the trained bias instead
+    hidden_bias: bool = False  # PyTorch's nn.LSTM: a second trained bias "b_h" (b_hh) beside b
+    init: str = "uniform"  # "uniform" (Zaremba), "awd" or "lamb"; see init_params
     dropout_input: float = 0.0  # AWD's dropouti: locked dropout on the embedding output
     dropout_hidden: float = 0.0  # AWD's dropouth: locked dropout between layers
     dropout_output: float = 0.0  # AWD's dropout: locked dropout on the last layer's output
@@ -58,6 +60,9 @@ class ModelConfig:
     mogrifier_rounds: int = 0  # R: rounds of gating x and h before each step; 0 = the LSTM
     mogrifier_rank: int = 0  # k: each round's matrix as [., k] @ [k, .]; 0 = full matrices
     cap_input_gate: bool = False  # lamb's: the input gate capped at 1 - the forget gate
+    dropout_state: float = 0.0  # lamb's state_dropout: h before each step, one mask a batch
+    dropout_per_step: bool = False  # lamb's: the three site dropouts draw a mask per step
+    skip_connection: bool = False  # lamb's: the output is the sum of every layer's h
     softmax: str = "full"  # "full", "adaptive" or "mos" (lstm_lm/softmax.py)
     softmax_cutoffs: tuple[int, ...] = ()  # adaptive: c_1 < ... < c_n < V
     softmax_div_value: float = 4.0  # adaptive: cluster i is projected to H // div**i
@@ -78,14 +83,21 @@ class ModelConfig:
         """E, the embedding's size."""
         return self.embedding_size or self.layer_sizes[0]
 
+    @property
+    def constant_forget_bias(self) -> float:
+        """What the cell adds to the forget gate at every step: forget_bias (TF), or 0 when
+        forget_bias is the trained bias's initial value instead (lamb)."""
+        return 0.0 if self.trainable_forget_bias else self.forget_bias
+
 
 def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
     """`init="uniform"`: every parameter U(-init_scale, init_scale), as in the paper and TF.
     `init="awd"`, as AWD-LSTM: the embedding (and an untied softmax weight)
-    U(-init_scale, init_scale); a layer of size H has w_x, w_h ~ U(-1/sqrt(H), 1/sqrt(H))
-    (PyTorch's nn.LSTM default) and b the sum of two such draws (PyTorch's b_ih + b_hh);
-    the softmax bias is zero. An adaptive softmax or a mixture of softmaxes draws its own
-    parameters from a key of its own (`softmax`).
+    U(-init_scale, init_scale), the LSTM as PyTorch's nn.LSTM, the softmax bias zero
+    (`initializers.awd_init`). `init="lamb"`: as lamb (`initializers.lamb_init`). With
+    `trainable_forget_bias` each forget-gate bias is then shifted by forget_bias. An
+    adaptive softmax or a mixture of softmaxes draws its own parameters from a key of its
+    own (`softmax`).
 
     The softmax weight is drawn in TF's [H, V] shape and stored transposed, so a seed
     gives the same model whichever layout it is stored in."""
@@ -97,6 +109,8 @@ def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
             {"w_x": (i, 4 * h), "w_h": (h, 4 * h), "b": (4 * h,)} for i, h in zip(inputs, sizes)
         ],
     }
+    if cfg.hidden_bias:
+        shapes["lstm"] = [{**layer, "b_h": layer["b"]} for layer in shapes["lstm"]]
     full = cfg.softmax == "full"
     if full:
         shapes["softmax"] = {"b": (V,)} if cfg.tie_embeddings else {"w": (sizes[-1], V), "b": (V,)}
@@ -106,66 +120,31 @@ def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
     values = [jax.random.uniform(k, shape, jnp.float32, -s, s) for k, shape in zip(keys, leaves)]
     params = jax.tree.unflatten(treedef, values)
     if cfg.init == "awd":
-        params = awd_init(jax.random.fold_in(key, 1), params)
+        params = initializers.awd_init(jax.random.fold_in(key, 1), params)
     if cfg.cell == "mogrifier" and cfg.mogrifier_rounds:
-        params = mogrifier_init(
-            jax.random.fold_in(key, 2), params, cfg.mogrifier_rounds, cfg.mogrifier_rank
+        params = initializers.mogrifier_init(
+            jax.random.fold_in(key, 2),
+            params,
+            cfg.mogrifier_rounds,
+            cfg.mogrifier_rank,
+            full_gain=1.3**0.5 if cfg.init == "lamb" else 1.0,
         )
     if full and not cfg.tie_embeddings:
         params["softmax"]["w"] = params["softmax"]["w"].T
     if not full:
         params["softmax"] = softmax.SOFTMAXES[cfg.softmax].init(jax.random.fold_in(key, 3), cfg)
+    if cfg.init == "lamb":
+        params = initializers.lamb_init(jax.random.fold_in(key, 4), params)
+    if cfg.trainable_forget_bias:
+        params["lstm"] = [shift_forget_bias(layer, cfg.forget_bias) for layer in params["lstm"]]
     return params
 
 
-def awd_init(key: jax.Array, params: dict) -> dict:
-    """`params` with the LSTM weights and biases redrawn and the full softmax's bias zeroed
-    (if it has one), as AWD-LSTM initialises them (see init_params)."""
-    lstm = []
-    for layer, layer_key in zip(params["lstm"], jax.random.split(key, len(params["lstm"]))):
-        bound = layer["w_h"].shape[0] ** -0.5
-        k_x, k_h, k_b1, k_b2 = jax.random.split(layer_key, 4)
-        draws = [
-            jax.random.uniform(k, layer[name].shape, jnp.float32, -bound, bound)
-            for k, name in [(k_x, "w_x"), (k_h, "w_h"), (k_b1, "b"), (k_b2, "b")]
-        ]
-        lstm.append({"w_x": draws[0], "w_h": draws[1], "b": draws[2] + draws[3]})
-    if "softmax" not in params:
-        return {**params, "lstm": lstm}
-    full = {**params["softmax"], "b": jnp.zeros_like(params["softmax"]["b"])}
-    return {**params, "lstm": lstm, "softmax": full}
-
-
-def mogrifier_init(key: jax.Array, params: dict, rounds: int, rank: int) -> dict:
-    """`params` with each layer's Mogrifier rounds added (their layout: lstm_lm/cells.py),
-    drawn from their own key so that the LSTM's weights are those of the plain model.
-
-    As lamb: zero biases, and with a rank k each factor ~ N(0, s^2) truncated at 2s with
-    s = (1 / (fan_in * k)) ** (1/4), so that their product has the variance 1 / fan_in of a
-    matrix drawn directly. A full matrix is drawn at that variance (truncated normal,
-    s = fan_in ** -1/2); lamb leaves it to the cell's default initializer."""
-
-    def normal(k, shape, scale):
-        return scale * jax.random.truncated_normal(k, -2.0, 2.0, shape, jnp.float32)
-
-    lstm = []
-    for layer, layer_key in zip(params["lstm"], jax.random.split(key, len(params["lstm"]))):
-        in_size, H = layer["w_x"].shape[0], layer["w_h"].shape[0]
-        layer_rounds = []
-        for r, round_key in enumerate(jax.random.split(layer_key, rounds)):
-            fan_in, fan_out = (H, in_size) if r % 2 == 0 else (in_size, H)  # 1: x by h
-            k_u, k_v = jax.random.split(round_key)
-            if rank:
-                scale = (fan_in * rank) ** -0.25
-                weights = {
-                    "u": normal(k_u, (fan_in, rank), scale),
-                    "v": normal(k_v, (rank, fan_out), scale),
-                }
-            else:
-                weights = {"w": normal(k_u, (fan_in, fan_out), fan_in**-0.5)}
-            layer_rounds.append({**weights, "b": jnp.zeros((fan_out,), jnp.float32)})
-        lstm.append({**layer, "mogrifier": layer_rounds})
-    return {**params, "lstm": lstm}
+def shift_forget_bias(layer: dict, forget_bias: float) -> dict:
+    """`layer` with forget_bias added to its forget gates' bias (the third quarter of b:
+    gates i, j, f, o)."""
+    H = layer["w_h"].shape[0]
+    return {**layer, "b": layer["b"].at[2 * H : 3 * H].add(forget_bias)}
 
 
 def parameter_count(params: dict) -> int:
@@ -189,11 +168,13 @@ def lstm_layer(
     length: jax.Array | None = None,
     unroll: int | bool = 1,
     cap_input_gate: bool = False,
+    h_scale_BxH: jax.Array | None = None,
 ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
     """Run one layer over time; returns (final (c, h), outputs_TxBxH). The plain LSTM
     takes the fast path: the input projection of all T steps is one matmul and the loop
     (`cells.recurrence`) has its gradient written out. A Mogrifier layer (one with
-    "mogrifier" rounds) or the capped input gate runs `cells.cell_scan`.
+    "mogrifier" rounds), the capped input gate or state dropout (`h_scale_BxH`, see
+    cells.cell_step) runs `cells.cell_scan`.
 
     With `length` (an int32 scalar, at most T) the steps from `length` on are padding:
     the carry is held there, so the final carry is the one after `length` steps, and their
@@ -204,10 +185,57 @@ def lstm_layer(
     Training keeps 1: unrolled, it was no faster and compiled 4-9x slower
     (experiments/benchmark/README.md)."""
     real_T = step_mask(len(x_TxBxI), length)
-    if "mogrifier" in layer or cap_input_gate:
-        return cells.cell_scan(layer, carry, x_TxBxI, real_T, forget_bias, cap_input_gate, unroll)
-    xw_TxBx4H = x_TxBxI @ layer["w_x"] + layer["b"]
+    if "mogrifier" in layer or cap_input_gate or h_scale_BxH is not None:
+        return cells.cell_scan(
+            layer, carry, x_TxBxI, real_T, forget_bias, cap_input_gate, unroll, h_scale_BxH
+        )
+    xw_TxBx4H = x_TxBxI @ layer["w_x"] + cells.gate_bias(layer)
     return cells.recurrence(layer["w_h"], carry, xw_TxBx4H, real_T, forget_bias, unroll)
+
+
+def dropout_masks(
+    dropout_key: jax.Array | None, cfg: ModelConfig, batch_size: int, num_steps: int
+) -> dict:
+    """Every dropout mask of one training step, drawn from `dropout_key` (keep masks, see
+    `regularisers`), each None where its rate is 0 or the key is None (evaluation). With
+    W_0 = E and W_l = H_l the widths of the L + 1 sites (the embedding's output, each
+    layer's output):
+
+        {"step":   [L + 1] x [T, B, W_s]  Zaremba's keep_prob, a new mask at every step,
+         "locked": [L + 1] x [B, W_s]     AWD's dropout_input / dropout_hidden /
+                                          dropout_output, one mask for every step
+                                          ([T, B, W_s], one per step, with
+                                          dropout_per_step: lamb's),
+         "words":  [V]                    AWD's dropout_embedding, whole words,
+         "w_h":    [L] x [H_l, 4H_l]      AWD's weight_drop on each recurrent matrix,
+         "state":  [L] x [B, H_l]         lamb's dropout_state on each layer's h,
+         "latent": [B, K * E]             MoS's dropout_latent (softmax="mos"; [T, B, K * E]
+                                          with dropout_per_step)}
+
+    `layer_outputs` applies them (and the output layer the latent one); a test may hand
+    it masks of its own instead."""
+    L, T, B = cfg.num_layers, num_steps, batch_size
+    widths = (cfg.input_size, *cfg.layer_sizes)
+    rates = [cfg.dropout_input, *[cfg.dropout_hidden] * (L - 1), cfg.dropout_output]
+    site_keys, word_key, w_keys, latent_key = [None] * (L + 1), None, [None] * L, None
+    state_keys = [None] * L
+    if dropout_key is not None:
+        site_keys = list(jax.random.split(dropout_key, L + 1))
+        word_key, *w_keys = jax.random.split(jax.random.fold_in(dropout_key, 1), L + 1)
+        latent_key = jax.random.fold_in(dropout_key, 2)
+        state_keys = list(jax.random.split(jax.random.fold_in(dropout_key, 3), L))
+    locked_keys = [None if k is None else jax.random.fold_in(k, 1) for k in site_keys]
+    keep = regularisers.keep_mask
+    per = (T, B) if cfg.dropout_per_step else (B,)
+    sizes, latent_width = cfg.layer_sizes, cfg.mos_experts * cfg.input_size
+    return {
+        "step": [keep(k, (T, B, w), cfg.keep_prob) for k, w in zip(site_keys, widths)],
+        "locked": [keep(k, (*per, w), 1.0 - r) for k, w, r in zip(locked_keys, widths, rates)],
+        "words": keep(word_key, (cfg.vocab_size,), 1.0 - cfg.dropout_embedding),
+        "w_h": [keep(k, (h, 4 * h), 1.0 - cfg.weight_drop) for k, h in zip(w_keys, sizes)],
+        "state": [keep(k, (B, h), 1.0 - cfg.dropout_state) for k, h in zip(state_keys, sizes)],
+        "latent": keep(latent_key, (*per, latent_width), 1.0 - cfg.dropout_latent),
+    }
 
 
 def layer_outputs(
@@ -215,47 +243,64 @@ def layer_outputs(
     cfg: ModelConfig,
     carry: Carry,
     inputs_BxT: jax.Array,
-    dropout_key: jax.Array | None = None,
+    masks: dict | None = None,
     length: jax.Array | None = None,
     unroll: int | bool = 1,
 ) -> tuple[jax.Array, jax.Array, Carry]:
     """(raw_TxBxH, dropped_TxBxH, new carry): the last layer's outputs (time-major) before
-    and after its output dropout. Dropout acts only when `dropout_key` is given:
+    and after its output dropout. Dropout acts only with `masks` (`dropout_masks`; None:
+    evaluation), where they say:
 
     - Zaremba's (`keep_prob`): a new mask at every step, on the embedding output and on
       each layer's output, never on the recurrent connections;
     - AWD's: `dropout_embedding` on whole words, locked masks (the same at every step)
       on the embedding output (`dropout_input`), between layers (`dropout_hidden`) and on
-      the last layer's output (`dropout_output`), and `weight_drop` on each `w_h`.
+      the last layer's output (`dropout_output`), and `weight_drop` on each `w_h`;
+    - lamb's: the same three sites with a mask per step (`dropout_per_step`), and
+      `dropout_state` on each layer's h before its step (see cells.cell_step).
+
+    With `skip_connection` (lamb's SkipMultiRNNCell) the output is the sum of every
+    layer's undropped outputs, and the output dropout acts on that sum.
 
     `length`, `unroll`: see lstm_layer.
     """
     L = cfg.num_layers
-    site_keys, word_key, w_keys = [None] * (L + 1), None, [None] * L
-    if dropout_key is not None:
-        site_keys = list(jax.random.split(dropout_key, L + 1))
-        word_key, *w_keys = jax.random.split(jax.random.fold_in(dropout_key, 1), L + 1)
+    if masks is None:
+        masks = dropout_masks(None, cfg, *inputs_BxT.shape)
     locked_rates = [cfg.dropout_input, *[cfg.dropout_hidden] * (L - 1), cfg.dropout_output]
 
     def drop(site, x_TxBxH):
-        key = site_keys[site]
-        x_TxBxH = regularisers.dropout(key, x_TxBxH, cfg.keep_prob)
-        key = None if key is None else jax.random.fold_in(key, 1)
-        return regularisers.locked_dropout(key, x_TxBxH, locked_rates[site])
+        x_TxBxH = regularisers.apply_keep(masks["step"][site], x_TxBxH, cfg.keep_prob)
+        return regularisers.apply_locked(masks["locked"][site], x_TxBxH, locked_rates[site])
 
-    x_TxBxH = regularisers.embedding_dropout(
-        word_key, params["embedding"], inputs_BxT, cfg.dropout_embedding
+    x_TxBxH = regularisers.apply_word_keep(
+        masks["words"], params["embedding"], inputs_BxT, cfg.dropout_embedding
     )
     x_TxBxH = drop(0, x_TxBxH)
-    new_carry = []
+    new_carry, summed_TxBxH = [], 0.0
     for i, (layer, layer_carry) in enumerate(zip(params["lstm"], carry)):
-        w_h = regularisers.weight_drop(w_keys[i], layer["w_h"], cfg.weight_drop)
+        w_h = regularisers.apply_keep(masks["w_h"][i], layer["w_h"], 1.0 - cfg.weight_drop)
         layer = {**layer, "w_h": w_h}
+        state_keep_BxH, h_scale_BxH = masks["state"][i], None
+        if state_keep_BxH is not None:
+            ones_BxH = jnp.ones(state_keep_BxH.shape, x_TxBxH.dtype)
+            h_scale_BxH = regularisers.apply_keep(state_keep_BxH, ones_BxH, 1.0 - cfg.dropout_state)
         layer_carry, raw_TxBxH = lstm_layer(
-            layer, layer_carry, x_TxBxH, cfg.forget_bias, length, unroll, cfg.cap_input_gate
+            layer,
+            layer_carry,
+            x_TxBxH,
+            cfg.constant_forget_bias,
+            length,
+            unroll,
+            cfg.cap_input_gate,
+            h_scale_BxH,
         )
-        x_TxBxH = drop(i + 1, raw_TxBxH)
         new_carry.append(layer_carry)
+        if cfg.skip_connection:
+            summed_TxBxH = summed_TxBxH + raw_TxBxH
+            if i == L - 1:
+                raw_TxBxH = summed_TxBxH
+        x_TxBxH = drop(i + 1, raw_TxBxH)
     return raw_TxBxH, x_TxBxH, new_carry
 
 
@@ -269,15 +314,9 @@ def hidden_states(
 ) -> tuple[jax.Array, Carry]:
     """The last layer's outputs [T, B, H_L] (time-major, after dropout when `dropout_key`
     is given) and the new carry. `unroll`: see lstm_layer."""
-    _, outputs_TxBxH, carry = layer_outputs(
-        params, cfg, carry, inputs_BxT, dropout_key, unroll=unroll
-    )
+    masks = dropout_masks(dropout_key, cfg, *inputs_BxT.shape)
+    _, outputs_TxBxH, carry = layer_outputs(params, cfg, carry, inputs_BxT, masks, unroll=unroll)
     return outputs_TxBxH, carry
-
-
-def output_key(dropout_key: jax.Array | None) -> jax.Array | None:
-    """The output layer's dropout key (MoS's latent dropout), apart from layer_outputs'."""
-    return None if dropout_key is None else jax.random.fold_in(dropout_key, 2)
 
 
 def forward(
@@ -290,8 +329,9 @@ def forward(
 ) -> tuple[jax.Array, Carry]:
     """Logits [T, B, V] (time-major; see `softmax`) and the new carry. `unroll`: see
     lstm_layer."""
-    outputs_TxBxH, carry = hidden_states(params, cfg, carry, inputs_BxT, dropout_key, unroll)
-    return softmax.logits(params, cfg, outputs_TxBxH, output_key(dropout_key)), carry
+    masks = dropout_masks(dropout_key, cfg, *inputs_BxT.shape)
+    _, outputs_TxBxH, carry = layer_outputs(params, cfg, carry, inputs_BxT, masks, unroll=unroll)
+    return softmax.logits(params, cfg, outputs_TxBxH, masks["latent"]), carry
 
 
 def sequence_cost(log_probs_TxB: jax.Array, mask_T: jax.Array | None = None) -> jax.Array:
@@ -336,8 +376,9 @@ def cost_fn(
 ) -> tuple[jax.Array, Carry]:
     """(cost, new carry) for one batch; differentiable in `params`. `unroll`: see
     lstm_layer."""
-    outputs_TxBxH, carry = hidden_states(params, cfg, carry, inputs_BxT, dropout_key, unroll)
+    masks = dropout_masks(dropout_key, cfg, *inputs_BxT.shape)
+    _, outputs_TxBxH, carry = layer_outputs(params, cfg, carry, inputs_BxT, masks, unroll=unroll)
     log_probs_TxB = softmax.target_log_probs(
-        params, cfg, outputs_TxBxH, targets_BxT.T, output_key(dropout_key)
+        params, cfg, outputs_TxBxH, targets_BxT.T, masks["latent"]
     )
     return sequence_cost(log_probs_TxB), carry

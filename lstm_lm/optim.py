@@ -48,16 +48,64 @@ def lr_schedule(
     return schedule
 
 
-def scale_by_length() -> optax.GradientTransformationExtraArgs:
-    """Multiplies the updates by the `length_scale` passed to `update` (a batch's length
-    over the base length, AWD's variable BPTT); the identity when none is passed."""
+class LengthState(NamedTuple):
+    previous: jax.Array  # float32 scalar: the previous update's length scale
 
-    def update(updates, state, params=None, *, length_scale=None, **extra_args):
+
+def scale_by_length(torch_asgd: bool = False) -> optax.GradientTransformationExtraArgs:
+    """Multiplies the updates by the `length_scale` passed to `update` (a batch's length
+    over the base length, AWD's variable BPTT); the identity when none is passed.
+
+    With `torch_asgd`, once averaging has taken a step (`averaged_steps` > 0) the scale
+    is the previous update's: AWD's loop sets torch's learning rate to lr * seq_len / bptt
+    before each step, but torch.optim.ASGD steps with the rate (`eta`) it took from the
+    group at its previous step, so each averaged step but the first is scaled by the
+    length of the batch before it."""
+
+    def init(params):
+        return LengthState(jnp.zeros((), jnp.float32)) if torch_asgd else optax.EmptyState()
+
+    def update(updates, state, params=None, *, length_scale=None, averaged_steps=0, **extra):
         if length_scale is None:
             return updates, state
-        return jax.tree.map(lambda u: u * length_scale, updates), state
+        scale = length_scale
+        if torch_asgd:
+            scale = jnp.where(averaged_steps > 0, state.previous, length_scale)
+            state = LengthState(jnp.asarray(length_scale, jnp.float32))
+        return jax.tree.map(lambda u: u * scale, updates), state
 
-    return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+class TFAdamState(NamedTuple):
+    count: jax.Array  # int32 scalar: updates so far
+    mu: optax.Updates  # the gradient's running mean
+    nu: optax.Updates  # its squares' running mean
+
+
+def scale_by_tf_adam(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+    """Adam's scaling as TF 1's tf.train.AdamOptimizer computes it (which lamb trains
+    with): eps is added to sqrt(v) before the bias correction, not after,
+
+        m / (1 - b1^t) * sqrt(1 - b2^t) / (sqrt(v) + eps),
+
+    that is optax's m_hat / (sqrt(v_hat) + eps) with eps / sqrt(1 - b2^t) for eps. The
+    learning rate is applied after it, as optax.adam does."""
+
+    def init(params):
+        zeros = [jax.tree.map(jnp.zeros_like, params) for _ in range(2)]
+        return TFAdamState(jnp.zeros((), jnp.int32), *zeros)
+
+    def update(updates, state, params=None):
+        count = state.count + 1
+        mu = jax.tree.map(lambda m, g: b1 * m + (1.0 - b1) * g, state.mu, updates)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1.0 - b2) * g * g, state.nu, updates)
+        t = count.astype(jnp.float32)
+        step_size = jnp.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+        updates = jax.tree.map(lambda m, v: step_size * m / (jnp.sqrt(v) + eps), mu, nu)
+        return updates, TFAdamState(count, mu, nu)
+
+    return optax.GradientTransformation(init, update)
 
 
 class AdagradState(NamedTuple):
@@ -87,10 +135,15 @@ class AverageState(NamedTuple):
     average: optax.Params  # their mean (the initial parameters while not active)
 
 
-def average_iterates() -> optax.GradientTransformation:
-    """Averaged SGD's average (Polyak & Juditsky 1992), as torch.optim.ASGD with t0 = 0 and
-    lambd = 0 keeps it: once `active` (see `start_averaging`), the mean of the parameters
-    after each update. The updates pass through unchanged."""
+def average_iterates(torch_form: bool = False) -> optax.GradientTransformation:
+    """Averaged SGD's average (Polyak & Juditsky 1992): once `active` (see
+    `start_averaging`), the mean of the parameters after each update. The updates pass
+    through unchanged.
+
+    With `torch_form`, the mean as torch.optim.ASGD (t0 = 0, lambd = 0; AWD-LSTM's and
+    MoS's NT-ASGD) keeps it: its weight mu starts at 1 and becomes 1 / max(1, n - t0)
+    after update n, so the second update copies its iterate as the first did, and after
+    n >= 2 updates the mean is that of iterates 2..n: the first is left out."""
 
     def init(params):  # a copy: the step donates the state, so no buffer may be shared
         average = jax.tree.map(jnp.copy, params)
@@ -101,7 +154,8 @@ def average_iterates() -> optax.GradientTransformation:
 
         def step_mean(average):
             new_params = optax.apply_updates(params, updates)
-            weight = 1.0 / count.astype(jnp.float32)
+            n = count - 1 if torch_form else count
+            weight = 1.0 / jnp.maximum(n, 1).astype(jnp.float32)
             return jax.tree.map(lambda a, p: a + (p - a) * weight, average, new_params)
 
         # A branch, so that plain SGD before the switch does not pay for the mean.
@@ -117,8 +171,10 @@ def make_optimizer(
     weight_decay: float = 0.0,
     length_scaled: bool = False,
     averaging: bool = False,
+    torch_asgd: bool = False,
     adam: dict | None = None,
     adagrad: dict | None = None,
+    tf_adam: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """clip -> [+ weight_decay * params] -> [x length_scale] -> SGD -> [average], or with
     `adam` (its b1, b2, eps) clip -> [+ weight_decay * params] -> Adam -> [x length_scale]
@@ -127,22 +183,25 @@ def make_optimizer(
     in all three, which for a normalised step means after it. The optional parts are left
     out when off, so the state of the plain chain is unchanged.
 
-    Adam is optax's (Kingma & Ba's bias-corrected form, eps added to sqrt(v_hat)); TF's
-    AdamOptimizer, which lamb uses, adds eps before the bias correction of v instead.
+    Adam is optax's (Kingma & Ba's bias-corrected form, eps added to sqrt(v_hat)), or with
+    `tf_adam` TF's AdamOptimizer, which lamb uses (`scale_by_tf_adam`).
     Weight decay with Adam is L2 on the gradient, as torch.optim.Adam's `weight_decay`
     and lamb's `l2_penalty`, not AdamW's decoupled decay."""
     parts = [optax.clip_by_global_norm(max_grad_norm)]
     if weight_decay:
         parts.append(optax.add_decayed_weights(weight_decay))
-    if adam is not None:
+    if adam is not None and tf_adam:
+        parts += [scale_by_tf_adam(**adam), optax.scale_by_learning_rate(schedule)]
+        parts += [scale_by_length()] if length_scaled else []
+    elif adam is not None:
         parts.append(optax.adam(schedule, **adam))
         parts += [scale_by_length()] if length_scaled else []
     else:
         parts += [scale_by_adagrad(**adagrad)] if adagrad is not None else []
-        parts += [scale_by_length()] if length_scaled else []
+        parts += [scale_by_length(torch_asgd)] if length_scaled else []
         parts.append(optax.sgd(schedule))
     if averaging:
-        parts.append(average_iterates())
+        parts.append(average_iterates(torch_asgd))
     return optax.chain(*parts)
 
 
@@ -185,7 +244,8 @@ def initial_state(seed: int, cfg: model.ModelConfig, optimizer) -> TrainState:
 
 def from_config(config: ml_collections.ConfigDict, steps_per_epoch: int):
     """(optimizer, schedule) of the config's `optim` group: SGD, Adam or Adagrad
-    (`optim.name`); it averages when NT-ASGD is on (`optim.nonmono`) or the run fine-tunes
+    (`optim.name`); it averages when NT-ASGD or lamb's trigger is on (`optim.nonmono`,
+    `optim.average_after_best`, `optim.average_at_epoch`) or the run fine-tunes
     (`train.finetune_from`), and scales by length with AWD's variable BPTT
     (`train.random_lengths`)."""
     optim = config.optim
@@ -203,8 +263,18 @@ def from_config(config: ml_collections.ConfigDict, steps_per_epoch: int):
         schedule,
         weight_decay=optim.weight_decay,
         length_scaled=config.train.random_lengths,
-        averaging=optim.nonmono > 0 or bool(config.train.finetune_from),
+        averaging=averages(config),
+        torch_asgd=optim.torch_asgd,
         adam=adam,
         adagrad=adagrad,
+        tf_adam=optim.tf_adam,
     )
     return optimizer, schedule
+
+
+def averages(config: ml_collections.ConfigDict) -> bool:
+    """Whether the run will average its iterates at some point: NT-ASGD, lamb's trigger,
+    or fine-tuning."""
+    optim = config.optim
+    triggers = (optim.nonmono, optim.average_after_best, optim.average_at_epoch)
+    return any(t > 0 for t in triggers) or bool(config.train.finetune_from)

@@ -1,26 +1,62 @@
-"""The dropout regularisers as pure functions of a key: Zaremba et al.'s (a new mask at
-every step), AWD-LSTM's (Merity et al. 2017) locked, embedding and weight dropout. Each
-is the identity when its key is None (evaluation) or its rate is 0. Rates are drop
+"""The dropout regularisers as pure functions: Zaremba et al.'s (a new mask at every step),
+AWD-LSTM's (Merity et al. 2017) locked, embedding and weight dropout, and lamb's state
+dropout (Melis et al.), all inverted dropout: the kept entries are scaled by 1 / keep.
+
+Each comes in two parts: a `keep` mask (bool, True where an entry is kept), drawn by
+`keep_mask` from a key, and the function that applies it. `model.dropout_masks` draws
+every mask of a training step, so that a test can hand the step masks of its own. A mask
+of None (evaluation, or a rate of 0) leaves its input as it is. Rates are drop
 probabilities, but `keep_prob`'s."""
 
 import jax
 import jax.numpy as jnp
 
 
-def dropout(key: jax.Array | None, x: jax.Array, keep_prob: float) -> jax.Array:
-    """Inverted dropout; the identity when `key` is None (evaluation) or keep_prob == 1."""
+def keep_mask(key: jax.Array | None, shape: tuple[int, ...], keep_prob: float) -> jax.Array | None:
+    """[shape] bool, each True with probability keep_prob; None when `key` is None
+    (evaluation) or nothing is dropped."""
     if key is None or keep_prob >= 1.0:
+        return None
+    return jax.random.bernoulli(key, keep_prob, shape)
+
+
+def apply_keep(keep: jax.Array | None, x: jax.Array, keep_prob: float) -> jax.Array:
+    """Inverted dropout with a given mask: x / keep_prob where `keep`, else 0."""
+    if keep is None:
         return x
-    mask = jax.random.bernoulli(key, keep_prob, x.shape)
-    return jnp.where(mask, x / keep_prob, 0.0)
+    return jnp.where(keep, x / keep_prob, 0.0)
+
+
+def dropout(key: jax.Array | None, x: jax.Array, keep_prob: float) -> jax.Array:
+    """Inverted dropout with a new mask for every entry; the identity when `key` is None
+    (evaluation) or keep_prob == 1."""
+    return apply_keep(keep_mask(key, x.shape, keep_prob), x, keep_prob)
+
+
+def apply_locked(keep: jax.Array | None, x_TxBxH: jax.Array, rate: float) -> jax.Array:
+    """`x` times the scaled mask `keep`: [B, H] for one mask per sequence, the same at every
+    time step (variational dropout, Gal & Ghahramani 2016), or [T, B, H] for one per step."""
+    if keep is None:
+        return x_TxBxH
+    return apply_keep(keep, jnp.ones(keep.shape, x_TxBxH.dtype), 1.0 - rate) * x_TxBxH
 
 
 def locked_dropout(key: jax.Array | None, x_TxBxH: jax.Array, rate: float) -> jax.Array:
-    """Variational dropout (Gal & Ghahramani 2016): one mask per sequence [B, H], the same
-    at every time step; the identity when `key` is None or rate == 0."""
-    if key is None or rate == 0.0:
-        return x_TxBxH
-    return dropout(key, jnp.ones(x_TxBxH.shape[1:], x_TxBxH.dtype), 1.0 - rate) * x_TxBxH
+    """Variational dropout: one mask per sequence [B, H], the same at every time step; the
+    identity when `key` is None or rate == 0."""
+    return apply_locked(keep_mask(key, x_TxBxH.shape[1:], 1.0 - rate), x_TxBxH, rate)
+
+
+def apply_word_keep(
+    keep_V: jax.Array | None, embedding_VxE: jax.Array, inputs_BxT: jax.Array, rate: float
+) -> jax.Array:
+    """The embedded inputs [T, B, E], with the words of the vocabulary that `keep_V` drops
+    zeroed and the rest scaled by 1 / (1 - rate): one mask over the vocabulary a batch."""
+    x_TxBxE = embedding_VxE[inputs_BxT.T]
+    if keep_V is None:
+        return x_TxBxE
+    scale_V = apply_keep(keep_V, jnp.ones(keep_V.shape, x_TxBxE.dtype), 1.0 - rate)
+    return x_TxBxE * scale_V[inputs_BxT.T][..., None]
 
 
 def embedding_dropout(
@@ -28,16 +64,11 @@ def embedding_dropout(
 ) -> jax.Array:
     """The embedded inputs [T, B, E] with whole words of the vocabulary dropped: each word is
     kept with probability 1 - rate for the batch, and then scaled by 1 / (1 - rate)."""
-    x_TxBxE = embedding_VxE[inputs_BxT.T]
-    if key is None or rate == 0.0:
-        return x_TxBxE
-    scale_V = dropout(key, jnp.ones(embedding_VxE.shape[:1], x_TxBxE.dtype), 1.0 - rate)
-    return x_TxBxE * scale_V[inputs_BxT.T][..., None]
+    keep_V = keep_mask(key, embedding_VxE.shape[:1], 1.0 - rate)
+    return apply_word_keep(keep_V, embedding_VxE, inputs_BxT, rate)
 
 
 def weight_drop(key: jax.Array | None, w: jax.Array, rate: float) -> jax.Array:
     """DropConnect (Wan et al. 2013): `w` with each entry dropped with probability `rate`
     and the rest scaled by 1 / (1 - rate); one draw per call, so per batch."""
-    if key is None or rate == 0.0:
-        return w
     return dropout(key, w, 1.0 - rate)

@@ -29,7 +29,8 @@ through: training and evaluation take `target_log_probs` (the adaptive softmax n
 forms [T, B, V] there, and scores each cluster on its own rows only); sampling,
 prediction, ranks and the cache take `logits`, scores whose softmax is the distribution
 (the log-probabilities themselves, but for "full").
-`key` is the output layer's dropout key (training only; MoS's latent dropout).
+`mask` is the output layer's dropout mask (training only: MoS's latent keep mask
+[B, K * E], see model.dropout_masks); the other layers have none.
 """
 
 from collections.abc import Callable
@@ -43,8 +44,8 @@ from lstm_lm import regularisers
 
 class OutputLayer(NamedTuple):
     init: Callable | None  # (key, cfg) -> params["softmax"]; None: see model.init_params
-    logits: Callable  # (params, cfg, h_TxBxH, key=None) -> [T, B, V]
-    target_log_probs: Callable  # (params, cfg, h_TxBxH, targets_TxB, key=None) -> [T, B]
+    logits: Callable  # (params, cfg, h_TxBxH, mask=None) -> [T, B, V]
+    target_log_probs: Callable  # (params, cfg, h_TxBxH, targets_TxB, mask=None) -> [T, B]
 
 
 def uniform(key, shape, bound):
@@ -77,11 +78,11 @@ def softmax_weight(params: dict) -> jax.Array:
     return params["softmax"].get("w", params["embedding"])
 
 
-def full_logits(params, cfg, h_TxBxH, key=None):
+def full_logits(params, cfg, h_TxBxH, mask=None):
     return h_TxBxH @ softmax_weight(params).T + params["softmax"]["b"]
 
 
-def full_target_log_probs(params, cfg, h_TxBxH, targets_TxB, key=None):
+def full_target_log_probs(params, cfg, h_TxBxH, targets_TxB, mask=None):
     return pick(jax.nn.log_softmax(full_logits(params, cfg, h_TxBxH)), targets_TxB)
 
 
@@ -130,7 +131,7 @@ def cluster_log_probs(tail, h_NxH):
     return jax.nn.log_softmax((h_NxH @ tail["proj"]) @ tail["w"].T)
 
 
-def adaptive_logits(params, cfg, h_TxBxH, key=None):
+def adaptive_logits(params, cfg, h_TxBxH, mask=None):
     head_TxBxS = head_log_probs(params, h_TxBxH)
     shortlist = cfg.softmax_cutoffs[0]
     clusters = [
@@ -171,7 +172,7 @@ def in_cluster_log_probs(tail, h_NxH, index_N, member_N):
     return jax.lax.switch(branch, [gathered(c) for c in capacities], h_NxH, index_N)
 
 
-def adaptive_target_log_probs(params, cfg, h_TxBxH, targets_TxB, key=None):
+def adaptive_target_log_probs(params, cfg, h_TxBxH, targets_TxB, mask=None):
     """log p(target) [T, B] = log p_head(target or its cluster's token) + log p(target |
     cluster); [T, B, V] is never formed, and each cluster scores only its rows."""
     head_TxBxS = head_log_probs(params, h_TxBxH)
@@ -210,20 +211,20 @@ def mos_init(key, cfg):
     return params
 
 
-def mos_logits(params, cfg, h_TxBxH, key=None):
+def mos_logits(params, cfg, h_TxBxH, mask=None):
     """log p [T, B, V] of the mixture."""
     mos = params["softmax"]
     T, B, _ = h_TxBxH.shape
     latent_TxBxKE = jnp.tanh(h_TxBxH @ mos["latent"]["w"] + mos["latent"]["b"])
-    latent_TxBxKE = regularisers.locked_dropout(key, latent_TxBxKE, cfg.dropout_latent)
+    latent_TxBxKE = regularisers.apply_locked(mask, latent_TxBxKE, cfg.dropout_latent)
     latent_TxBxKxE = latent_TxBxKE.reshape(T, B, cfg.mos_experts, cfg.input_size)
     expert_TxBxKxV = jax.nn.log_softmax(latent_TxBxKxE @ softmax_weight(params).T + mos["b"])
     prior_TxBxK = jax.nn.log_softmax(h_TxBxH @ mos["prior"])
     return jax.nn.logsumexp(prior_TxBxK[..., None] + expert_TxBxKxV, axis=-2)
 
 
-def mos_target_log_probs(params, cfg, h_TxBxH, targets_TxB, key=None):
-    return pick(mos_logits(params, cfg, h_TxBxH, key), targets_TxB)
+def mos_target_log_probs(params, cfg, h_TxBxH, targets_TxB, mask=None):
+    return pick(mos_logits(params, cfg, h_TxBxH, mask), targets_TxB)
 
 
 SOFTMAXES = {
@@ -233,13 +234,13 @@ SOFTMAXES = {
 }
 
 
-def logits(params: dict, cfg, h_TxBxH: jax.Array, key: jax.Array | None = None) -> jax.Array:
+def logits(params: dict, cfg, h_TxBxH: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """[T, B, V]: scores whose softmax is the next word's distribution, by cfg.softmax."""
-    return SOFTMAXES[cfg.softmax].logits(params, cfg, h_TxBxH, key)
+    return SOFTMAXES[cfg.softmax].logits(params, cfg, h_TxBxH, mask)
 
 
 def target_log_probs(
-    params: dict, cfg, h_TxBxH: jax.Array, targets_TxB: jax.Array, key: jax.Array | None = None
+    params: dict, cfg, h_TxBxH: jax.Array, targets_TxB: jax.Array, mask: jax.Array | None = None
 ) -> jax.Array:
     """[T, B]: log p(target) at each step, by cfg.softmax."""
-    return SOFTMAXES[cfg.softmax].target_log_probs(params, cfg, h_TxBxH, targets_TxB, key)
+    return SOFTMAXES[cfg.softmax].target_log_probs(params, cfg, h_TxBxH, targets_TxB, mask)

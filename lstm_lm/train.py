@@ -1,5 +1,6 @@
-"""Training: train_step -> train_chunk -> the epoch -> the loop that validates, tests and
-checkpoints. The optimizer and TrainState are in `optim`, evaluation in `evaluation`.
+"""Training: the epoch's batches -> the loop that validates, tests and checkpoints. The
+objective and the step (`train_step`, `train_chunk`) are in `step`, the optimizer and
+TrainState in `optim`, evaluation in `evaluation`.
 
 The step functions are plain Python over explicit state, jitted once in
 `create_training`. A jitted call walks `steps_per_call` batches (`lax.scan` over
@@ -25,7 +26,6 @@ import time
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -40,9 +40,9 @@ from lstm_lm import (
     optim,
     parallel,
     reporting,
-    softmax,
 )
 from lstm_lm import config as config_lib
+from lstm_lm import step as step_lib
 
 
 class Interrupted(Exception):
@@ -51,120 +51,6 @@ class Interrupted(Exception):
     def __init__(self, signum: int, step: int):
         super().__init__(f"{signal.Signals(signum).name} received; stopped at step {step}.")
         self.signum, self.step = signum, step
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-    """What a step differentiates beyond TF's cost (the `optim` group); static."""
-
-    token_mean: bool = False  # AWD: cross-entropy averaged over every token of the batch
-    ar_alpha: float = 0.0  # AR's coefficient
-    tar_beta: float = 0.0  # TAR's coefficient
-    base_length: int = 0  # with lengths: the learning rate is scaled by length / base_length
-
-
-def objective_fn(params, carry, inputs_BxT, targets_BxT, key, length, *, cfg, objective):
-    """(objective, (cross_entropy, new carry)). `cross_entropy` is TF's cost (summed over
-    the batch's real steps, averaged over its rows), which perplexity is computed from;
-    the objective is it or its mean per token, plus AR and TAR when they are on."""
-    raw_TxBxH, dropped_TxBxH, carry = model.layer_outputs(
-        params, cfg, carry, inputs_BxT, key, length
-    )
-    num_steps = targets_BxT.shape[1]
-    mask_T = model.step_mask(num_steps, length)
-    log_probs_TxB = softmax.target_log_probs(
-        params, cfg, dropped_TxBxH, targets_BxT.T, model.output_key(key)
-    )
-    cross_entropy = model.sequence_cost(log_probs_TxB, mask_T)
-    value = cross_entropy
-    if objective.token_mean:
-        value = cross_entropy / (num_steps if length is None else length)
-    if objective.ar_alpha or objective.tar_beta:
-        ar, tar = model.activation_penalties(raw_TxBxH, dropped_TxBxH, mask_T)
-        value = value + objective.ar_alpha * ar + objective.tar_beta * tar
-    return value, (cross_entropy, carry)
-
-
-def train_step(
-    state: optim.TrainState,
-    carry: model.Carry,
-    inputs_BxT: jax.Array,
-    targets_BxT: jax.Array,
-    length: jax.Array | None = None,
-    *,
-    cfg: model.ModelConfig,
-    optimizer: optax.GradientTransformationExtraArgs,
-    objective: Objective = Objective(),
-) -> tuple[optim.TrainState, model.Carry, dict[str, jax.Array]]:
-    """One SGD step on one batch: (new state, new carry, metrics). The metrics are the
-    `cross_entropy` that perplexity is computed from, the `objective` that was
-    differentiated, and the gradient's global norm before clipping. With `length` (an
-    int32 scalar) the batch is padded after that many steps (see model.lstm_layer) and
-    the learning rate is scaled by length / objective.base_length."""
-    step_key = jax.random.fold_in(state.dropout_key, state.step)
-    grad_fn = jax.value_and_grad(
-        functools.partial(objective_fn, cfg=cfg, objective=objective), has_aux=True
-    )
-    (value, (cross_entropy, carry)), grads = grad_fn(
-        state.params, carry, inputs_BxT, targets_BxT, step_key, length
-    )
-    extra = {} if length is None else {"length_scale": length / objective.base_length}
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params, **extra)
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    metrics = dict(cross_entropy=cross_entropy, objective=value, grad_norm=optax.tree.norm(grads))
-    return new_state, carry, metrics
-
-
-def train_chunk(
-    state: optim.TrainState,
-    carry: model.Carry,
-    inputs_NxBxT: jax.Array,
-    targets_NxBxT: jax.Array,
-    lengths_N: jax.Array | None = None,
-    *,
-    bucket: int = 0,
-    **step_kwargs,
-) -> tuple[optim.TrainState, model.Carry, dict[str, jax.Array], jax.Array]:
-    """`train_step` over N consecutive batches: (state, carry, each metric per step [N],
-    whether the final parameters are all finite).
-
-    With `bucket` (random lengths, several batches a call) each batch is trained at its
-    own bucket's length: the batches come padded to a common T, a multiple of `bucket`,
-    and a `lax.switch` runs the step on the first ceil(length / bucket) * bucket steps,
-    the same shapes, and so the same numbers, as a call of that one batch. A batch of
-    length 0 fills a short call: it changes nothing and its metrics are zeros."""
-
-    def body(state_and_carry, batch):
-        state, carry, metrics = train_step(*state_and_carry, *batch, **step_kwargs)
-        return (state, carry), metrics
-
-    batches = (inputs_NxBxT, targets_NxBxT)
-    if lengths_N is not None:
-        batches = (*batches, lengths_N)
-    if bucket:
-        body = functools.partial(bucketed_body, body=body, bucket=bucket)
-    (state, carry), metrics_N = jax.lax.scan(body, (state, carry), batches)
-    return state, carry, metrics_N, jnp.isfinite(optax.tree.norm(state.params))
-
-
-def bucketed_body(state_and_carry, batch, *, body, bucket: int):
-    """`body` on `batch` = (inputs_BxT, targets_BxT, length) cut to its length's bucket,
-    one `lax.switch` branch per multiple of `bucket` up to T; length 0: no step."""
-    inputs_BxT, targets_BxT, length = batch
-    num_buckets = inputs_BxT.shape[1] // bucket
-
-    def at(steps):
-        return lambda sc: body(sc, (inputs_BxT[:, :steps], targets_BxT[:, :steps], length))
-
-    branches = [at((b + 1) * bucket) for b in range(num_buckets)]
-    _, metrics_shape = jax.eval_shape(branches[0], state_and_carry)
-
-    def skip(sc):
-        return sc, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics_shape)
-
-    index = jnp.where(length > 0, (length + bucket - 1) // bucket - 1, num_buckets)
-    return jax.lax.switch(index, [*branches, skip], state_and_carry)
 
 
 @contextlib.contextmanager
@@ -384,12 +270,7 @@ def create_training(
     state replicated on it, train_chunk's outputs replicated but for the carry, which
     stays split by rows like its inputs. Eval follows its inputs' shardings."""
     optimizer, schedule = optim.from_config(config, steps_per_epoch)
-    objective = Objective(
-        token_mean=config.optim.token_mean_loss,
-        ar_alpha=config.optim.ar_alpha,
-        tar_beta=config.optim.tar_beta,
-        base_length=config.train.num_steps,
-    )
+    objective = step_lib.objective_of(config)
     repl = parallel.replicated(mesh)
     carry_shardings = parallel.carry_shardings(model.zero_carry(cfg, config.train.batch_size), mesh)
     state = jax.tree.map(
@@ -397,7 +278,7 @@ def create_training(
     )
     train_fn = jax.jit(
         functools.partial(
-            train_chunk,
+            step_lib.train_chunk,
             bucket=call_bucket(config.train),
             cfg=cfg,
             optimizer=optimizer,
@@ -414,7 +295,7 @@ def finetune_start(state: optim.TrainState, config, cfg, vocab, mesh) -> optim.T
     `train.finetune_from` (its average, when it was averaging), a fresh optimizer state,
     averaging on from the first step."""
     source = inference.load_run(pathlib.Path(config.train.finetune_from))
-    shape = ("layer_sizes", "input_size", "tie_embeddings", "vocab_size", "cell")
+    shape = ("layer_sizes", "input_size", "tie_embeddings", "vocab_size", "cell", "hidden_bias")
     shape += ("mogrifier_rounds", "mogrifier_rank", "softmax", "softmax_cutoffs")
     shape += ("softmax_div_value", "softmax_head_bias", "mos_experts")
     if [getattr(source.cfg, k) for k in shape] != [getattr(cfg, k) for k in shape]:
@@ -476,6 +357,16 @@ def nonmonotone(history: list[dict], nonmono: int) -> bool:
     the best of those more than `nonmono` epochs before it."""
     *before, latest = [r["valid_perplexity"] for r in history]
     return nonmono > 0 and len(before) > nonmono and latest > min(before[:-nonmono])
+
+
+def lamb_trigger(history: list[dict], after_best: int, at_epoch: int) -> bool:
+    """lamb's trigger of averaging (`training.py`, trigger_averaging_turns and
+    trigger_averaging_at_the_latest, a turn being an epoch here): `after_best` epochs
+    have passed since the best validation perplexity so far, or the latest epoch is
+    `at_epoch` or later; 0 leaves either out."""
+    valid = [r["valid_perplexity"] for r in history]
+    since_best = len(valid) - 1 - valid.index(min(valid))
+    return (after_best > 0 and since_best >= after_best) or 0 < at_epoch <= history[-1]["epoch"]
 
 
 def is_best(history: list[dict]) -> bool:
@@ -597,6 +488,11 @@ def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
                     checkpoints.save_best(best_mngr, optim.eval_params(state), progress.history[-1])
                 if not averaged and nonmonotone(progress.history, config.optim.nonmono):
                     logging.info("NT-ASGD: validation is non-monotone; averaging from now on.")
+                    state = optim.start_averaging(state)
+                elif not averaged and lamb_trigger(
+                    progress.history, config.optim.average_after_best, config.optim.average_at_epoch
+                ):
+                    logging.info("lamb's trigger: averaging from now on.")
                     state = optim.start_averaging(state)
                 step = checkpoints.step_of(state)
                 reporter.epoch_end(progress.history, step)

@@ -12,6 +12,7 @@ import pytest
 
 from lstm_lm import config as config_lib
 from lstm_lm import data, model, optim, parallel, regularisers, softmax, train
+from lstm_lm import step as step_lib
 from tests.test_model import assert_gradients_match_finite_differences, numpy_basic_lstm_cell
 
 KEY = jax.random.PRNGKey(7)
@@ -55,7 +56,8 @@ def test_locked_masks_are_the_same_at_every_step_and_differ_across_sequences():
 def test_the_output_site_drops_whole_sequences_of_units_in_the_model():
     cfg = awd_cfg(dropout_output=0.5)
     params, inputs, _ = setup(cfg)
-    raw, dropped, _ = model.layer_outputs(params, cfg, model.zero_carry(cfg, 4), inputs, KEY)
+    masks = model.dropout_masks(KEY, cfg, *inputs.shape)
+    raw, dropped, _ = model.layer_outputs(params, cfg, model.zero_carry(cfg, 4), inputs, masks)
     ratio = np.asarray(dropped / raw)
     np.testing.assert_allclose(ratio, np.broadcast_to(ratio[0], ratio.shape))
     np.testing.assert_allclose(np.unique(ratio.round(5)), [0.0, 2.0])
@@ -68,7 +70,8 @@ def test_weight_drop_uses_one_mask_for_every_step_of_a_batch_and_none_in_evaluat
 
     def outputs_sum(w_h, key):
         p = {**params, "lstm": [{**params["lstm"][0], "w_h": w_h}]}
-        return jnp.sum(model.layer_outputs(p, cfg, carry, inputs, key)[0])
+        masks = model.dropout_masks(key, cfg, *inputs.shape)
+        return jnp.sum(model.layer_outputs(p, cfg, carry, inputs, masks)[0])
 
     w_h = params["lstm"][0]["w_h"]
     # A dropped weight has no gradient; were the mask drawn per step, nearly every weight
@@ -77,7 +80,7 @@ def test_weight_drop_uses_one_mask_for_every_step_of_a_batch_and_none_in_evaluat
     assert 0.35 < 1 - kept.mean() < 0.65
     x_TxBxE = np.asarray(params["embedding"], np.float64)[inputs.T]
     want, _ = numpy_layer(params["lstm"][0], x_TxBxE, np.where(kept, 2 * w_h, 0.0))
-    got, _, _ = model.layer_outputs(params, cfg, carry, inputs, KEY)
+    got, _, _ = model.layer_outputs(params, cfg, carry, inputs, model.dropout_masks(KEY, cfg, 4, 9))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     other_batch = np.asarray(jax.grad(outputs_sum)(w_h, jax.random.fold_in(KEY, 1))) != 0
     assert (other_batch != kept).mean() > 0.3
@@ -107,7 +110,7 @@ def test_with_every_regulariser_off_the_step_is_zarembas_step():
     carry = model.zero_carry(cfg, 4)
     optimizer = optim.make_optimizer(0.5, optim.lr_schedule(1.0, 0.5, 1, 100))
     state = optim.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), KEY)
-    step = jax.jit(functools.partial(train.train_step, cfg=cfg, optimizer=optimizer))
+    step = jax.jit(functools.partial(step_lib.train_step, cfg=cfg, optimizer=optimizer))
     new_state, new_carry, metrics = step(state, carry, inputs, targets)
 
     @jax.jit
@@ -147,7 +150,7 @@ def test_ar_and_tar_match_numpy(length):
 def test_the_awd_objective_has_the_gradients_of_finite_differences():
     cfg = awd_cfg(vocab_size=7, hidden_size=3, num_layers=2, tie_embeddings=True, embedding_size=3)
     params, inputs, targets = setup(cfg, batch=2, steps=5)
-    objective = train.Objective(token_mean=True, ar_alpha=2.0, tar_beta=1.0, base_length=5)
+    objective = step_lib.Objective(token_mean=True, ar_alpha=2.0, tar_beta=1.0, base_length=5)
     with jax.enable_x64(True):
         params64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
         carry64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.zero_carry(cfg, 2))
@@ -155,7 +158,7 @@ def test_the_awd_objective_has_the_gradients_of_finite_differences():
         @jax.jit
         def value(p):
             args = (p, carry64, inputs, targets, None, jnp.int32(4))
-            return train.objective_fn(*args, cfg=cfg, objective=objective)[0]
+            return step_lib.objective_fn(*args, cfg=cfg, objective=objective)[0]
 
         assert_gradients_match_finite_differences(value, params64, per_leaf=4)
 
@@ -165,11 +168,12 @@ def test_the_awd_objective_is_the_token_mean_plus_ar_and_tar():
     params, inputs, targets = setup(cfg)
     carry = model.zero_carry(cfg, 4)
     length = jnp.int32(6)
-    objective = train.Objective(token_mean=True, ar_alpha=2.0, tar_beta=1.0, base_length=9)
-    value, (cross_entropy, _) = train.objective_fn(
+    objective = step_lib.Objective(token_mean=True, ar_alpha=2.0, tar_beta=1.0, base_length=9)
+    value, (cross_entropy, _) = step_lib.objective_fn(
         params, carry, inputs, targets, KEY, length, cfg=cfg, objective=objective
     )
-    raw, dropped, _ = model.layer_outputs(params, cfg, carry, inputs, KEY, length)
+    masks = model.dropout_masks(KEY, cfg, *inputs.shape)
+    raw, dropped, _ = model.layer_outputs(params, cfg, carry, inputs, masks, length)
     logits = np.asarray(softmax.logits(params, cfg, dropped), np.float64)[:6]
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     token_log_probs = np.take_along_axis(log_probs, targets.T[:6, :, None], -1)
@@ -214,9 +218,9 @@ def test_an_epoch_of_random_lengths_compiles_once_per_padded_length():
 
     def counted_chunk(*args, **kwargs):
         traced_lengths.append(args[2].shape[-1])  # runs once per compilation
-        return train.train_chunk(*args, **kwargs)
+        return step_lib.train_chunk(*args, **kwargs)
 
-    objective = train.Objective(base_length=20)
+    objective = step_lib.Objective(base_length=20)
     kwargs = dict(cfg=cfg, optimizer=optimizer, objective=objective)
     chunk_fn = jax.jit(functools.partial(counted_chunk, **kwargs))
     stream_BxL = np.random.default_rng(0).integers(0, 20, (2, 3000)).astype(np.int32)
@@ -292,10 +296,10 @@ def test_a_steps_learning_rate_is_scaled_by_its_length_over_the_base_length():
         optimizer = optim.make_optimizer(1e9, lambda step, lr=lr: lr, length_scaled=length_scaled)
         state = optim.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), KEY)
         step = functools.partial(
-            train.train_step,
+            step_lib.train_step,
             cfg=cfg,
             optimizer=optimizer,
-            objective=train.Objective(base_length=10),
+            objective=step_lib.Objective(base_length=10),
         )
         new_params.append(jax.jit(step)(state, carry, inputs, targets, length)[0].params)
     for scaled, plain, old in zip(*map(jax.tree.leaves, (*new_params, params))):
@@ -318,7 +322,7 @@ def test_the_average_is_the_mean_of_the_iterates_since_the_switch():
     optimizer = optim.make_optimizer(1e9, lambda step: 0.3, averaging=True)
     params, inputs, targets = setup(cfg, batch=2, steps=3)
     state = optim.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), KEY)
-    step = jax.jit(functools.partial(train.train_step, cfg=cfg, optimizer=optimizer))
+    step = jax.jit(functools.partial(step_lib.train_step, cfg=cfg, optimizer=optimizer))
     carry = model.zero_carry(cfg, 2)
     for _ in range(3):
         state, carry, _ = step(state, carry, inputs, targets)
@@ -391,8 +395,8 @@ def test_the_input_and_between_layer_sites_drop_whole_units_for_the_whole_sequen
 
     def objective(params, key):
         carry = model.zero_carry(cfg, 1)
-        return train.objective_fn(
-            params, carry, inputs, targets, key, None, cfg=cfg, objective=train.Objective()
+        return step_lib.objective_fn(
+            params, carry, inputs, targets, key, None, cfg=cfg, objective=step_lib.Objective()
         )[0]
 
     gradient = jax.jit(jax.grad(objective))

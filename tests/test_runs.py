@@ -31,6 +31,7 @@ from helpers import (
 )
 
 from lstm_lm import checkpoints, data, inference, model, optim, parallel, symbols, train
+from lstm_lm import step as step_lib
 
 pytestmark = pytest.mark.slow  # whole runs, most of them through main.py in a subprocess
 
@@ -219,7 +220,7 @@ def test_kill_9_during_a_checkpoint_save_leaves_the_previous_checkpoint_usable(t
 
 
 def test_divergence_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real_step = train.train_step
+    real_step = step_lib.train_step
 
     def step_that_diverges_at_step_7(state, *args, **kwargs):
         new_state, carry, metrics = real_step(state, *args, **kwargs)
@@ -228,7 +229,7 @@ def test_divergence_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp
         metrics = {k: jnp.where(bad, jnp.nan, v) for k, v in metrics.items()}
         return new_state.replace(params=params), carry, metrics
 
-    monkeypatch.setattr(train, "train_step", step_that_diverges_at_step_7)
+    monkeypatch.setattr(step_lib, "train_step", step_that_diverges_at_step_7)
     workdir = tmp_path / "run"
     with pytest.raises(FloatingPointError, match=r"global step 7 \(epoch 1, batch 7\): cost nan"):
         train.train_and_evaluate(tiny_config(write_corpus(tmp_path / "data")), workdir)

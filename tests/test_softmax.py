@@ -14,7 +14,7 @@ import pytest
 from helpers import TINY, run_main, write_corpus
 from test_model import assert_gradients_match_finite_differences
 
-from lstm_lm import adaptive, inference, model, regularisers, softmax
+from lstm_lm import adaptive, inference, model, softmax
 from lstm_lm import config as config_lib
 
 V, H, T, B = 12, 8, 3, 2
@@ -219,11 +219,12 @@ def test_the_latent_dropout_mask_is_locked_over_time_and_drawn_only_in_training(
         softmax="mos", mos_experts=K, embedding_size=E, dropout_latent=rate
     )
     key = jax.random.PRNGKey(7)
-    mask_TxBxKE = np.asarray(regularisers.locked_dropout(key, jnp.ones((T, B, K * E)), rate))
-    assert (mask_TxBxKE == mask_TxBxKE[:1]).all() and 0 < (mask_TxBxKE == 0).mean() < 1
+    keep_BxKE = model.dropout_masks(key, cfg, B, T)["latent"]
+    assert keep_BxKE.shape == (B, K * E) and 0 < (~np.asarray(keep_BxKE)).mean() < 1
+    mask_TxBxKE = np.broadcast_to(np.where(keep_BxKE, 1 / (1 - rate), 0.0), (T, B, K * E))
     h_NxH = np.asarray(h_TxBxH, np.float64).reshape(-1, H)
     want = numpy_mos(params, h_NxH, K, E, mask_TxBxKE.reshape(-1, K * E))
-    got = np.exp(np.asarray(softmax.logits(params, cfg, h_TxBxH, key), np.float64))
+    got = np.exp(np.asarray(softmax.logits(params, cfg, h_TxBxH, keep_BxKE), np.float64))
     np.testing.assert_allclose(got.reshape(-1, V), want, rtol=2e-5, atol=1e-7)
     plain = numpy_mos(params, h_NxH, K, E)
     evaluated = np.exp(np.asarray(softmax.logits(params, cfg, h_TxBxH), np.float64))

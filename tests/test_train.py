@@ -10,6 +10,7 @@ import pytest
 
 from lstm_lm import config as config_lib
 from lstm_lm import data, evaluation, model, optim, train
+from lstm_lm import step as step_lib
 
 
 def test_schedule_is_tf_staircase_per_epoch():
@@ -47,7 +48,7 @@ def test_one_train_step_lowers_the_cost_on_a_fixed_batch():
     inputs, targets = (a[0] for a in random_batches(1, 4, 5, cfg.vocab_size))
     carry = model.zero_carry(cfg, 4)
     before, _ = model.cost_fn(state.params, cfg, carry, inputs, targets)
-    state, _, metrics = jax.jit(functools.partial(train.train_step, **step_kwargs))(
+    state, _, metrics = jax.jit(functools.partial(step_lib.train_step, **step_kwargs))(
         state, carry, inputs, targets
     )
     after, _ = model.cost_fn(state.params, cfg, carry, inputs, targets)
@@ -65,7 +66,7 @@ def test_sgd_step_is_clipped_gradient_times_lr():
     grads = jax.grad(lambda p: model.cost_fn(p, cfg, carry, inputs, targets)[0])(state.params)
     norm = math.sqrt(sum(float(jnp.sum(g**2)) for g in jax.tree.leaves(grads)))
     assert norm > 0.01  # so the clip is active
-    new_state, _, metrics = jax.jit(functools.partial(train.train_step, **step_kwargs))(
+    new_state, _, metrics = jax.jit(functools.partial(step_lib.train_step, **step_kwargs))(
         state, carry, inputs, targets
     )
     assert float(metrics["grad_norm"]) == pytest.approx(norm, rel=1e-5)
@@ -79,12 +80,12 @@ def test_chunked_training_equals_step_by_step_with_carry_threaded():
     )
     state, step_kwargs = small_state(cfg)
     inputs, targets = random_batches(6, 3, 4, cfg.vocab_size)
-    step_fn = jax.jit(functools.partial(train.train_step, **step_kwargs))
+    step_fn = jax.jit(functools.partial(step_lib.train_step, **step_kwargs))
     loop_state, carry, costs = state, model.zero_carry(cfg, 3), []
     for x, y in zip(inputs, targets):
         loop_state, carry, metrics = step_fn(loop_state, carry, x, y)
         costs.append(float(metrics["cross_entropy"]))
-    chunk_fn = jax.jit(functools.partial(train.train_chunk, **step_kwargs))
+    chunk_fn = jax.jit(functools.partial(step_lib.train_chunk, **step_kwargs))
     chunk_state, chunk_carry, metrics_a, finite = chunk_fn(
         state, model.zero_carry(cfg, 3), inputs[:3], targets[:3]
     )
@@ -235,7 +236,7 @@ def test_every_training_step_draws_fresh_dropout_masks(regulariser):
     )
     state, step_kwargs = small_state(cfg, lr=0.0)
     inputs, targets = random_batches(1, 3, 6, 13)
-    step = jax.jit(functools.partial(train.train_step, **step_kwargs))
+    step = jax.jit(functools.partial(step_lib.train_step, **step_kwargs))
     carry = model.zero_carry(cfg, 3)
     costs = []
     for _ in range(3):
