@@ -13,6 +13,17 @@ README 61.2 / 58.8 before fine-tuning, 58.8 / 56.5 after. Ours: not yet run in f
 reproduction waits for an accelerator: ~9 hours for the 500 epochs on the repository's
 GP100; a 2-core CPU trains it at ~640 words/s, some 8.5 days. A 2-epoch smoke run and a
 CPU-sized regularised model are in experiments/awd_lstm/.
+
+One update is the repository's, step for step (tests/test_recipe_steps.py, against a
+float64 rewrite of its main.py `train`, model.py and the regularisers' files): the loss
+averaged per token plus AR and TAR, the clip, weight decay after it, the rate scaled by
+the batch's length, torch.nn.LSTM's two trained biases (b_ih, b_hh: model.hidden_bias),
+and after the switch torch.optim.ASGD (optim.torch_asgd: its mean leaves out the first
+averaged iterate, and each averaged step but the first takes the rate set for the batch
+before it). Validation and test score every target (eval.score_every_target).
+What still differs: its evaluate divides the summed loss by the rows' length, not by their
+targets (one fewer), a perplexity ~0.01% lower at test batch 1; its random lengths come
+from numpy's global generator, ours from (seed, epoch).
 """
 
 from lstm_lm import config as config_lib
@@ -51,4 +62,5 @@ def get_config():
     config.train.test_weights = "best"  # AWD tests the best-validation weights
     config.eval.test_batch_size = 1  # test_batch_size
     config.eval.test_num_steps = 70  # bptt
+    config.eval.score_every_target = True  # every target of the rows, the tail too
     return config

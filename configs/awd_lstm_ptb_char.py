@@ -8,7 +8,8 @@ epochs 300 and 400; the values of salesforce/awd-lstm-lm's README command for PT
 Published: test 1.175 bits per character (13.8M parameters). Ours: not run in full: the
 500 epochs need an accelerator (a CPU-sized character model is configs/lstm_ptb_char.py).
 
-From the README command (flag in the comments); what differs:
+From the README command (flag in the comments), with the exact-recipe keys of
+configs/awd_lstm_ptb.py (torch.nn.LSTM's two biases, every target scored); what differs:
 - its seed is main.py's default, 1111; its valid and test batches are main.py's fixed
   eval_batch_size 10 and test_batch_size 1; bptt 150 for both, as its evaluate uses.
 - awd-lstm-lm's data.py adds an <eos> after the last line of a file even without a
@@ -53,4 +54,5 @@ def get_config():
     config.eval.valid_batch_size = 10  # eval_batch_size
     config.eval.test_batch_size = 1  # test_batch_size
     config.eval.test_num_steps = 150  # bptt
+    config.eval.score_every_target = True  # every target of the rows, the tail too
     return config

@@ -19,23 +19,23 @@ clip at 10 of that whole gradient (`utils.clip_gradients_in_scope`), TF's Adam w
 beta1 = 0 ("rmsprop", `utils.get_optimizer`) at a constant rate; the forget-gate bias is
 trained from 1.0, the input gate capped at 1 - f; new input, inter-layer and output
 dropout masks at every step (shared_mask_dropout=False) and one state-dropout mask per
-layer and batch on h before the rounds; the output is the sum of both layers' h
-(lstm_skip_connection). lamb's initialisers (`initializers.lamb_init`), and its averaging
-trigger: 50 epochs after the best validation, or at epoch 800.
+layer and batch on h before the rounds; each row's carried state reset with probability
+0.01 before a step (drop_state_probability, `training.py` `_make_train_feed`); the output
+is the sum of both layers' h (lstm_skip_connection). lamb's initialisers
+(`initializers.lamb_init`), and its averaging trigger: 50 epochs after the best
+validation, or at epoch 800.
 
 What still differs, with its expected effect:
 - An epoch here is one pass over the training stream (207 batches of 64 x 70); lamb's turn
   is 200 batches of 64 stripes that read the corpus circularly from random line offsets,
   re-jittered by up to 100 lines each pass (`corpus.py`). Its epochs are not aligned with
   passes; ours are. Expected: none beyond seed noise.
-- lamb resets each row's carried state with probability 0.01 before every step
-  (drop_state_probability, `training.py` `_make_train_feed`); not implemented. Expected: a
-  small regularising effect.
 - Evaluation: lamb tunes a softmax (inverse) temperature on 11 validation batches at every
   evaluation (1.06 down to 0.80) and applies it to validation and test; not implemented:
   lamb's reported numbers may be up to ~1 point lower than ours for the same weights.
-  lamb validates 33 stripes scoring every target (the tail masked); ours 33 rows of 70-step
-  windows, the tail of each row (up to 69 words of ~2,235) not scored. Test at batch 1, as
+  lamb validates 33 stripes of whole lines, each from <eos> and a zero state, scoring every
+  target; ours 33 rows of the stream from a zero state, every target scored
+  (eval.score_every_target) but the stream's last 73,760 mod 33 = 5. Test at batch 1, as
   lamb's `test.sh` does.
 - lamb's vocabulary has 10,001 entries (an unused <UNK>); ours 10,000.
 """
@@ -62,6 +62,7 @@ def get_config():
     config.model.dropout_output = 0.7156690388448465  # output_dropout
     config.model.dropout_state = 0.38729439899832296  # state_dropout
     config.model.dropout_per_step = True  # shared_mask_dropout=False
+    config.model.drop_state_probability = 0.01  # drop_state_probability
     config.optim.name = "adam"  # optimizer_type="rmsprop": Adam with beta1 = 0
     config.optim.tf_adam = True  # tf.train.AdamOptimizer
     config.optim.b1 = 0.0
@@ -82,4 +83,5 @@ def get_config():
     config.eval.valid_batch_size = 33  # min(64, 3370 lines // 100)
     config.eval.test_batch_size = 1  # test.sh
     config.eval.test_num_steps = 70
+    config.eval.score_every_target = True  # every target of the rows, the tail too
     return config

@@ -16,8 +16,12 @@ token where AWD-LSTM's one scores 10,000.
 
 Left as zihangdai/mos has them: AWD's dropout 0.4, dropoute 0.1, wdrop 0.5, clip 0.25, AR
 2, TAR 1, weight decay 1.2e-6, nonmono 5, bptt 70 (+ at most 40), validation with batch
-10, test with batch 1 on the best-validation weights. Not taken: its small_batch_size
-(gradient accumulation; the same gradient) and its 1e-8 floor under the mixture.
+10, test with batch 1 on the best-validation weights, and the exact-recipe keys (two LSTM
+biases, torch's ASGD, every target scored). One update is mos' (tests/test_recipe_steps.py,
+against a float64 rewrite of its main.py `train` and model.py, 1e-8 floor included). Not
+taken: its small_batch_size (gradient accumulation; the same gradient) and its 1e-8 floor
+under the mixture (ours mixes in log space; the difference is below float32's rounding at
+the test's shape).
 """
 
 from configs import awd_lstm_ptb

@@ -74,6 +74,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.dropout_per_step = False  # not shared_mask_dropout: the input, hidden and
     #                                        output dropouts draw a new mask at every step
     config.model.skip_connection = False  # lstm_skip_connection: the output sums every layer's h
+    config.model.drop_state_probability = 0.0  # the same: a row's carry zeroed before a step
     # The output layer: see lstm_lm/softmax.py. Adaptive keys as PyTorch's
     # nn.AdaptiveLogSoftmaxWithLoss; MoS's as zihangdai/mos's flags.
     config.model.softmax = "full"  # "full", "adaptive" or "mos"
@@ -126,6 +127,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.eval.valid_batch_size = 0  # 0 = train.batch_size; the valid pass's steps: num_steps
     config.eval.test_batch_size = 1  # TF's test protocol: one stream,
     config.eval.test_num_steps = 1  # one step at a time
+    # TF's layout scores each row's whole windows only; AWD's and lamb's evaluations score
+    # every target of the rows (the tail past the last window in one shorter batch).
+    config.eval.score_every_target = False
     return config
 
 
@@ -173,6 +177,7 @@ RATES = (  # drop probabilities, in [0, 1)
     "model.weight_drop",
     "model.dropout_latent",
     "model.dropout_state",
+    "model.drop_state_probability",
 )
 INITS = ("uniform", "awd", "lamb")
 CELLS = ("lstm", "mogrifier")

@@ -333,6 +333,19 @@ def epoch_batches(
     return x_BxNxT.transpose(1, 0, 2), y_BxNxT.transpose(1, 0, 2)
 
 
+def tail_batch(
+    raw_ids: np.ndarray, batch_size: int, num_steps: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The rows' targets that epoch_batches leaves out: (x, y), each [1, batch_size, r],
+    the r = (batch_len - 1) % num_steps steps after the last whole window; None if r = 0."""
+    data_BxL = batchify(raw_ids, batch_size)
+    start = epoch_size(len(raw_ids), batch_size, num_steps) * num_steps
+    r = data_BxL.shape[1] - 1 - start
+    if r <= 0:
+        return None
+    return data_BxL[None, :, start : start + r], data_BxL[None, :, start + 1 : start + 1 + r]
+
+
 # AWD-LSTM's variable BPTT (its main.py): the base length with probability 1 - SHORT,
 # else half of it; a window's length ~ N(that, STD), at least MIN, at most base + EXTRA.
 SHORT, STD, MIN_LENGTH, EXTRA = 0.05, 5.0, 5, 40

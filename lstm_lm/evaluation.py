@@ -3,8 +3,12 @@
 The stream is laid out as TF's reader does ([N, B, T] batches of B contiguous rows), the
 carry starts at zeros and is threaded through every batch, and one jitted `lax.scan`
 walks the whole split. Perplexity is exp(total cost / total time steps), as TF's
-`run_epoch`. At char and byte level (`config.data.level`) the numbers come with bits per
-symbol too: bits per character (per byte), log2 of the perplexity, `<eos>` one symbol.
+`run_epoch`. TF's layout leaves out each row's last (batch_len - 1) % T targets; with
+`every_target` (eval.score_every_target) they are scored too, in one shorter batch after
+the others, as awd-lstm-lm's and lamb's evaluations score every target of their rows.
+`scored_targets` says how many targets a layout scores. At char and byte level
+(`config.data.level`) the numbers come with bits per symbol too: bits per character (per
+byte), log2 of the perplexity, `<eos>` one symbol.
 """
 
 import functools
@@ -91,15 +95,40 @@ def check_split_fits(split, num_ids, batch_size, num_steps, batch_name, steps_na
         )
 
 
-def evaluate(eval_fn, params, ids: np.ndarray, batch_size: int, num_steps: int, *, cfg, mesh):
+def scored_targets(num_ids: int, batch_size: int, num_steps: int, every_target: bool) -> int:
+    """How many targets `evaluate` scores on a split of `num_ids` ids: B rows of
+    batch_len = num_ids // B ids, each with batch_len - 1 targets, of which TF's layout
+    scores the whole windows' only."""
+    if every_target:
+        return batch_size * (num_ids // batch_size - 1)
+    return batch_size * data.epoch_size(num_ids, batch_size, num_steps) * num_steps
+
+
+def evaluate(
+    eval_fn,
+    params,
+    ids: np.ndarray,
+    batch_size: int,
+    num_steps: int,
+    *,
+    cfg,
+    mesh,
+    every_target: bool = False,
+):
     """Perplexity of `params` on `ids` laid out as TF's reader does, from a zero carry;
-    the rows are split across `mesh` when they divide by its size."""
+    with `every_target` the rows' tails too (see the module's docstring). The rows are
+    split across `mesh` when they divide by its size."""
     inputs_NxBxT, targets_NxBxT = data.epoch_batches(ids, batch_size, num_steps)
+    batches = [(inputs_NxBxT, targets_NxBxT)]
+    tail = data.tail_batch(ids, batch_size, num_steps) if every_target else None
+    if tail is not None:
+        batches.append(tail)
     carry = parallel.put_carry(model.zero_carry(cfg, batch_size), mesh)
-    cost_sum, _ = eval_fn(
-        params,
-        carry,
-        parallel.put_rows(inputs_NxBxT, mesh),
-        parallel.put_rows(targets_NxBxT, mesh),
-    )
-    return perplexity(float(parallel.to_host(cost_sum)), len(inputs_NxBxT) * num_steps)
+    cost_sum, steps = 0.0, 0
+    for inputs, targets in batches:
+        cost, carry = eval_fn(
+            params, carry, parallel.put_rows(inputs, mesh), parallel.put_rows(targets, mesh)
+        )
+        cost_sum += float(parallel.to_host(cost))
+        steps += inputs.shape[0] * inputs.shape[2]
+    return perplexity(cost_sum, steps)

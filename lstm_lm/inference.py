@@ -125,7 +125,10 @@ def evaluate_run(
             )
             perplexity = adaptive.stream_perplexity(log_probs)
         else:
-            perplexity = evaluation.evaluate(eval_fn, run.params, ids, b, t, cfg=run.cfg, mesh=mesh)
+            every_target = run.config.eval.get("score_every_target", False)
+            perplexity = evaluation.evaluate(
+                eval_fn, run.params, ids, b, t, cfg=run.cfg, mesh=mesh, every_target=every_target
+            )
         results[f"{split}_perplexity"] = perplexity
         scores = evaluation.with_bits(dict(perplexity=perplexity), run.config.data)
         bits = evaluation.bits_note(scores, "bpc")

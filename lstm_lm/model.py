@@ -63,6 +63,7 @@ class ModelConfig:
     dropout_state: float = 0.0  # lamb's state_dropout: h before each step, one mask a batch
     dropout_per_step: bool = False  # lamb's: the three site dropouts draw a mask per step
     skip_connection: bool = False  # lamb's: the output is the sum of every layer's h
+    drop_state_probability: float = 0.0  # lamb's: a row's carry reset to zeros before a step
     softmax: str = "full"  # "full", "adaptive" or "mos" (lstm_lm/softmax.py)
     softmax_cutoffs: tuple[int, ...] = ()  # adaptive: c_1 < ... < c_n < V
     softmax_div_value: float = 4.0  # adaptive: cluster i is projected to H // div**i
@@ -209,6 +210,8 @@ def dropout_masks(
          "words":  [V]                    AWD's dropout_embedding, whole words,
          "w_h":    [L] x [H_l, 4H_l]      AWD's weight_drop on each recurrent matrix,
          "state":  [L] x [B, H_l]         lamb's dropout_state on each layer's h,
+         "carry":  [B]                    lamb's drop_state_probability: the rows whose
+                                          carry (every layer's c and h) is kept,
          "latent": [B, K * E]             MoS's dropout_latent (softmax="mos"; [T, B, K * E]
                                           with dropout_per_step)}
 
@@ -218,12 +221,13 @@ def dropout_masks(
     widths = (cfg.input_size, *cfg.layer_sizes)
     rates = [cfg.dropout_input, *[cfg.dropout_hidden] * (L - 1), cfg.dropout_output]
     site_keys, word_key, w_keys, latent_key = [None] * (L + 1), None, [None] * L, None
-    state_keys = [None] * L
+    state_keys, carry_key = [None] * L, None
     if dropout_key is not None:
         site_keys = list(jax.random.split(dropout_key, L + 1))
         word_key, *w_keys = jax.random.split(jax.random.fold_in(dropout_key, 1), L + 1)
         latent_key = jax.random.fold_in(dropout_key, 2)
         state_keys = list(jax.random.split(jax.random.fold_in(dropout_key, 3), L))
+        carry_key = jax.random.fold_in(dropout_key, 4)
     locked_keys = [None if k is None else jax.random.fold_in(k, 1) for k in site_keys]
     keep = regularisers.keep_mask
     per = (T, B) if cfg.dropout_per_step else (B,)
@@ -234,6 +238,7 @@ def dropout_masks(
         "words": keep(word_key, (cfg.vocab_size,), 1.0 - cfg.dropout_embedding),
         "w_h": [keep(k, (h, 4 * h), 1.0 - cfg.weight_drop) for k, h in zip(w_keys, sizes)],
         "state": [keep(k, (B, h), 1.0 - cfg.dropout_state) for k, h in zip(state_keys, sizes)],
+        "carry": keep(carry_key, (B,), 1.0 - cfg.drop_state_probability),
         "latent": keep(latent_key, (*per, latent_width), 1.0 - cfg.dropout_latent),
     }
 
@@ -260,7 +265,9 @@ def layer_outputs(
       `dropout_state` on each layer's h before its step (see cells.cell_step).
 
     With `skip_connection` (lamb's SkipMultiRNNCell) the output is the sum of every
-    layer's undropped outputs, and the output dropout acts on that sum.
+    layer's undropped outputs, and the output dropout acts on that sum. With
+    `drop_state_probability` (lamb's) the rows of `masks["carry"]` not kept start from a
+    zero carry.
 
     `length`, `unroll`: see lstm_layer.
     """
@@ -268,6 +275,8 @@ def layer_outputs(
     if masks is None:
         masks = dropout_masks(None, cfg, *inputs_BxT.shape)
     locked_rates = [cfg.dropout_input, *[cfg.dropout_hidden] * (L - 1), cfg.dropout_output]
+    if masks["carry"] is not None:
+        carry = jax.tree.map(lambda a: jnp.where(masks["carry"][:, None], a, 0.0), carry)
 
     def drop(site, x_TxBxH):
         x_TxBxH = regularisers.apply_keep(masks["step"][site], x_TxBxH, cfg.keep_prob)

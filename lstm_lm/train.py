@@ -433,7 +433,23 @@ def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
     logging.info("devices sharing the batch rows: %d", mesh.size)
     cfg = config_lib.model_config(config, len(vocab))
     state, schedule, train_fn, eval_fn = create_training(config, cfg, steps_per_epoch, mesh)
-    evaluate_on = functools.partial(evaluation.evaluate, eval_fn, cfg=cfg, mesh=mesh)
+    every_target = config.eval.score_every_target
+    evaluate_on = functools.partial(
+        evaluation.evaluate, eval_fn, cfg=cfg, mesh=mesh, every_target=every_target
+    )
+    valid_targets = evaluation.scored_targets(
+        len(corpus.valid), valid_batch_size, num_steps, every_target
+    )
+    test_targets = evaluation.scored_targets(
+        len(corpus.test), config.eval.test_batch_size, config.eval.test_num_steps, every_target
+    )
+    logging.info(
+        "validation scores %d of the %d targets, the test %d of %d",
+        valid_targets,
+        len(corpus.valid) - 1,
+        test_targets,
+        len(corpus.test) - 1,
+    )
 
     def zero_carry():
         return parallel.put_carry(model.zero_carry(cfg, batch_size), mesh)
@@ -516,13 +532,14 @@ def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
         if best_mngr:
             best_mngr.close()
     logging.info(
-        "test perplexity %.2f%s (%s weights, epoch %d; batch %d, steps %d; %.1fs)",
+        "test perplexity %.2f%s (%s weights, epoch %d; batch %d, steps %d; %d targets; %.1fs)",
         test_ppl,
         evaluation.bits_note(test_scalars, "bpc"),
         config.train.test_weights,
         tested["epoch"],
         config.eval.test_batch_size,
         config.eval.test_num_steps,
+        test_targets,
         test_seconds,
     )
     fixed_words = steps_per_epoch * num_steps * batch_size  # records from before "words"
@@ -532,6 +549,8 @@ def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
         train_perplexity=tested["train_perplexity"],
         valid_perplexity=tested["valid_perplexity"],
         test_perplexity=test_ppl,
+        valid_targets=valid_targets,  # the targets each perplexity is the mean over
+        test_targets=test_targets,
         test_weights=config.train.test_weights,
         test_epoch=tested["epoch"],
         test_seconds=test_seconds,  # the test pass, compilation included

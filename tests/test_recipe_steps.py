@@ -56,6 +56,7 @@ def draw_masks(rng, cfg: model.ModelConfig) -> dict:
         "words": keep((cfg.vocab_size,), 1 - cfg.dropout_embedding),
         "w_h": [keep((h, 4 * h), 1 - cfg.weight_drop) for h in sizes],
         "state": [keep((B, h), 1 - cfg.dropout_state) for h in sizes],
+        "carry": keep((B,), 1 - cfg.drop_state_probability),
         "latent": keep((B, cfg.mos_experts * cfg.input_size), 1 - cfg.dropout_latent),
     }
 
@@ -240,7 +241,9 @@ def lamb_loss(p, carry, inputs_BxT, targets_BxT, masks, *, cfg, l2_penalty):
     L = cfg.num_layers
     rates = [cfg.dropout_input, *[cfg.dropout_hidden] * (L - 1)]
     embedded_TxBxE = p["embedding"][inputs_BxT.T]  # lm.py: embedding_lookup
-    state, outputs = list(carry), []
+    # training.py, _make_train_feed: each row's whole state zeroed with drop_state_probability
+    row_B1 = masks["carry"][:, None]
+    state, outputs = [(c * row_B1, h * row_B1) for c, h in carry], []
     for t in range(STEPS):  # static_rnn over max_time_steps
         cur_inp, output = embedded_TxBxE[t], None
         for li, layer in enumerate(p["lstm"]):
@@ -305,6 +308,7 @@ def test_a_mogrifier_update_is_lambs():
             "optim.max_grad_norm": 1.0,
             "optim.eps": 1e-3,
             "optim.l2_penalty": 0.05,  # large enough to move the step at this size
+            "model.drop_state_probability": 0.3,  # so that some rows are reset
         },
     )
     cfg, params, batches = problem(config)
