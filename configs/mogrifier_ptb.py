@@ -30,13 +30,13 @@ What still differs, with its expected effect:
   is 200 batches of 64 stripes that read the corpus circularly from random line offsets,
   re-jittered by up to 100 lines each pass (`corpus.py`). Its epochs are not aligned with
   passes; ours are. Expected: none beyond seed noise.
-- Evaluation: lamb tunes a softmax (inverse) temperature on 11 validation batches at every
-  evaluation (1.06 down to 0.80) and applies it to validation and test; not implemented:
-  lamb's reported numbers may be up to ~1 point lower than ours for the same weights.
-  lamb validates 33 stripes of whole lines, each from <eos> and a zero state, scoring every
-  target; ours 33 rows of the stream from a zero state, every target scored
-  (eval.score_every_target) but the stream's last 73,760 mod 33 = 5. Test at batch 1, as
-  lamb's `test.sh` does.
+- Evaluation: lamb tunes its softmax (inverse) temperature (1.06 down to 0.80) at every
+  evaluation on 11 batches of 64 x 70 validation targets, ours (eval.temperature_lowest)
+  on the first 21 batches of the validation layout, 33 x 70 (as many targets); both
+  apply it to that validation and to the test. lamb validates 33 stripes of whole lines,
+  each from <eos> and a zero state, scoring every target; ours 33 rows of the stream from
+  a zero state, every target scored (eval.score_every_target) but the stream's last
+  73,760 mod 33 = 5. Test at batch 1, as lamb's `test.sh` does.
 - lamb's vocabulary has 10,001 entries (an unused <UNK>); ours 10,000.
 """
 
@@ -84,4 +84,5 @@ def get_config():
     config.eval.test_batch_size = 1  # test.sh
     config.eval.test_num_steps = 70
     config.eval.score_every_target = True  # every target of the rows, the tail too
+    config.eval.temperature_lowest = 0.8  # eval_softmax_temperature=-0.8
     return config

@@ -31,13 +31,17 @@ def eval_pass(
     carry: model.Carry,
     inputs_NxBxT: jax.Array,
     targets_NxBxT: jax.Array,
+    temperature: jax.Array | None = None,
     *,
     cfg: model.ModelConfig,
 ) -> tuple[jax.Array, model.Carry]:
-    """(summed cost over all N batches, final carry), the carry threaded through."""
+    """(summed cost over all N batches, final carry), the carry threaded through; with
+    `temperature` (a float32 scalar), the logits multiplied by it (see softmax)."""
 
     def body(carry, batch):
-        cost, carry = model.cost_fn(params, cfg, carry, *batch, unroll=EVAL_UNROLL)
+        cost, carry = model.cost_fn(
+            params, cfg, carry, *batch, unroll=EVAL_UNROLL, temperature=temperature
+        )
         return carry, cost
 
     carry, costs_N = jax.lax.scan(body, carry, (inputs_NxBxT, targets_NxBxT))
@@ -114,21 +118,65 @@ def evaluate(
     cfg,
     mesh,
     every_target: bool = False,
+    temperature: float | None = None,
+    max_batches: int | None = None,
 ):
     """Perplexity of `params` on `ids` laid out as TF's reader does, from a zero carry;
-    with `every_target` the rows' tails too (see the module's docstring). The rows are
-    split across `mesh` when they divide by its size."""
+    with `every_target` the rows' tails too (see the module's docstring); with
+    `temperature` the logits multiplied by it; with `max_batches` on the first that many
+    batches only. The rows are split across `mesh` when they divide by its size."""
     inputs_NxBxT, targets_NxBxT = data.epoch_batches(ids, batch_size, num_steps)
-    batches = [(inputs_NxBxT, targets_NxBxT)]
+    batches = [(inputs_NxBxT[:max_batches], targets_NxBxT[:max_batches])]
     tail = data.tail_batch(ids, batch_size, num_steps) if every_target else None
-    if tail is not None:
+    if tail is not None and not max_batches:
         batches.append(tail)
     carry = parallel.put_carry(model.zero_carry(cfg, batch_size), mesh)
+    extra = () if temperature is None else (jnp.float32(temperature),)
     cost_sum, steps = 0.0, 0
     for inputs, targets in batches:
         cost, carry = eval_fn(
-            params, carry, parallel.put_rows(inputs, mesh), parallel.put_rows(targets, mesh)
+            params,
+            carry,
+            parallel.put_rows(inputs, mesh),
+            parallel.put_rows(targets, mesh),
+            *extra,
         )
         cost_sum += float(parallel.to_host(cost))
         steps += inputs.shape[0] * inputs.shape[2]
     return perplexity(cost_sum, steps)
+
+
+# lamb's search (evaluation.py, evaluate_all): temperatures from 1.06 down by 0.02 to the
+# lowest, stopped after two tries without a better one, each on the first ~50,000 targets.
+TEMPERATURE_TOP, TEMPERATURE_STEP, TEMPERATURE_TOKENS = 1.06, 0.02, 50_000
+
+
+def tune_temperature(
+    eval_fn, params, ids, batch_size: int, num_steps: int, lowest: float, *, cfg, mesh
+) -> float:
+    """lamb's softmax temperature (eval_softmax_temperature = -lowest): the one of
+    1.06, 1.04, ..., down to `lowest` with the best perplexity on the first
+    max(1, 50,000 // (B * T)) batches of `ids`, the search stopped after two tries that
+    do not improve on the best."""
+    max_batches = max(1, TEMPERATURE_TOKENS // (batch_size * num_steps))
+    best, best_i, best_ppl = 1.0, -1, math.inf
+    for i in range(50):
+        temperature = round(TEMPERATURE_TOP - i * TEMPERATURE_STEP, 10)
+        if temperature < lowest - 1e-4:
+            break
+        ppl = evaluate(
+            eval_fn,
+            params,
+            ids,
+            batch_size,
+            num_steps,
+            cfg=cfg,
+            mesh=mesh,
+            temperature=temperature,
+            max_batches=max_batches,
+        )
+        if ppl < best_ppl:
+            best, best_i, best_ppl = temperature, i, ppl
+        if best_i + 1 < i:
+            break
+    return best

@@ -208,7 +208,13 @@ def score_file(
     if per_word is not None:
         ROW_WRITERS[per_word.suffix](per_word, per_word_rows(words, log_probs, ranks, run.vocab))
     perplexity = adaptive.stream_perplexity(log_probs)
-    result = dict(perplexity=perplexity, words=len(words), unknown_words=num_unknown)
+    # The perplexity is the mean over every word but the first, which is context only.
+    result = dict(
+        perplexity=perplexity,
+        words=len(words),
+        scored_words=len(log_probs),
+        unknown_words=num_unknown,
+    )
     return dict(evaluation.with_bits(result, run.config.data), step=run.step)
 
 

@@ -382,12 +382,13 @@ def cost_fn(
     targets_BxT: jax.Array,
     dropout_key: jax.Array | None = None,
     unroll: int | bool = 1,
+    temperature: jax.Array | None = None,
 ) -> tuple[jax.Array, Carry]:
     """(cost, new carry) for one batch; differentiable in `params`. `unroll`: see
-    lstm_layer."""
+    lstm_layer; `temperature`: see softmax."""
     masks = dropout_masks(dropout_key, cfg, *inputs_BxT.shape)
     _, outputs_TxBxH, carry = layer_outputs(params, cfg, carry, inputs_BxT, masks, unroll=unroll)
     log_probs_TxB = softmax.target_log_probs(
-        params, cfg, outputs_TxBxH, targets_BxT.T, masks["latent"]
+        params, cfg, outputs_TxBxH, targets_BxT.T, masks["latent"], temperature
     )
     return sequence_cost(log_probs_TxB), carry

@@ -30,7 +30,9 @@ forms [T, B, V] there, and scores each cluster on its own rows only); sampling,
 prediction, ranks and the cache take `logits`, scores whose softmax is the distribution
 (the log-probabilities themselves, but for "full").
 `mask` is the output layer's dropout mask (training only: MoS's latent keep mask
-[B, K * E], see model.dropout_masks); the other layers have none.
+[B, K * E], see model.dropout_masks); the other layers have none. `temperature`
+(evaluation only, lamb's eval_softmax_temperature) multiplies the logits before the
+softmax, each component's in a mixture; the adaptive softmax has none.
 """
 
 from collections.abc import Callable
@@ -45,7 +47,8 @@ from lstm_lm import regularisers
 class OutputLayer(NamedTuple):
     init: Callable | None  # (key, cfg) -> params["softmax"]; None: see model.init_params
     logits: Callable  # (params, cfg, h_TxBxH, mask=None) -> [T, B, V]
-    target_log_probs: Callable  # (params, cfg, h_TxBxH, targets_TxB, mask=None) -> [T, B]
+    # (params, cfg, h_TxBxH, targets_TxB, mask=None, temperature=None) -> [T, B]
+    target_log_probs: Callable
 
 
 def uniform(key, shape, bound):
@@ -82,8 +85,11 @@ def full_logits(params, cfg, h_TxBxH, mask=None):
     return h_TxBxH @ softmax_weight(params).T + params["softmax"]["b"]
 
 
-def full_target_log_probs(params, cfg, h_TxBxH, targets_TxB, mask=None):
-    return pick(jax.nn.log_softmax(full_logits(params, cfg, h_TxBxH)), targets_TxB)
+def full_target_log_probs(params, cfg, h_TxBxH, targets_TxB, mask=None, temperature=None):
+    logits_TxBxV = full_logits(params, cfg, h_TxBxH)
+    if temperature is not None:
+        logits_TxBxV = logits_TxBxV * temperature
+    return pick(jax.nn.log_softmax(logits_TxBxV), targets_TxB)
 
 
 # ---- adaptive ---------------------------------------------------------------------
@@ -172,9 +178,11 @@ def in_cluster_log_probs(tail, h_NxH, index_N, member_N):
     return jax.lax.switch(branch, [gathered(c) for c in capacities], h_NxH, index_N)
 
 
-def adaptive_target_log_probs(params, cfg, h_TxBxH, targets_TxB, mask=None):
+def adaptive_target_log_probs(params, cfg, h_TxBxH, targets_TxB, mask=None, temperature=None):
     """log p(target) [T, B] = log p_head(target or its cluster's token) + log p(target |
     cluster); [T, B, V] is never formed, and each cluster scores only its rows."""
+    if temperature is not None:
+        raise ValueError("The adaptive softmax has no softmax temperature.")
     head_TxBxS = head_log_probs(params, h_TxBxH)
     bounds = cluster_bounds(cfg)
     shortlist = bounds[0]
@@ -211,20 +219,23 @@ def mos_init(key, cfg):
     return params
 
 
-def mos_logits(params, cfg, h_TxBxH, mask=None):
-    """log p [T, B, V] of the mixture."""
+def mos_logits(params, cfg, h_TxBxH, mask=None, temperature=None):
+    """log p [T, B, V] of the mixture; `temperature` multiplies each component's logits."""
     mos = params["softmax"]
     T, B, _ = h_TxBxH.shape
     latent_TxBxKE = jnp.tanh(h_TxBxH @ mos["latent"]["w"] + mos["latent"]["b"])
     latent_TxBxKE = regularisers.apply_locked(mask, latent_TxBxKE, cfg.dropout_latent)
     latent_TxBxKxE = latent_TxBxKE.reshape(T, B, cfg.mos_experts, cfg.input_size)
-    expert_TxBxKxV = jax.nn.log_softmax(latent_TxBxKxE @ softmax_weight(params).T + mos["b"])
+    logits_TxBxKxV = latent_TxBxKxE @ softmax_weight(params).T + mos["b"]
+    if temperature is not None:
+        logits_TxBxKxV = logits_TxBxKxV * temperature
+    expert_TxBxKxV = jax.nn.log_softmax(logits_TxBxKxV)
     prior_TxBxK = jax.nn.log_softmax(h_TxBxH @ mos["prior"])
     return jax.nn.logsumexp(prior_TxBxK[..., None] + expert_TxBxKxV, axis=-2)
 
 
-def mos_target_log_probs(params, cfg, h_TxBxH, targets_TxB, mask=None):
-    return pick(mos_logits(params, cfg, h_TxBxH, mask), targets_TxB)
+def mos_target_log_probs(params, cfg, h_TxBxH, targets_TxB, mask=None, temperature=None):
+    return pick(mos_logits(params, cfg, h_TxBxH, mask, temperature), targets_TxB)
 
 
 SOFTMAXES = {
@@ -240,7 +251,13 @@ def logits(params: dict, cfg, h_TxBxH: jax.Array, mask: jax.Array | None = None)
 
 
 def target_log_probs(
-    params: dict, cfg, h_TxBxH: jax.Array, targets_TxB: jax.Array, mask: jax.Array | None = None
+    params: dict,
+    cfg,
+    h_TxBxH: jax.Array,
+    targets_TxB: jax.Array,
+    mask: jax.Array | None = None,
+    temperature: jax.Array | None = None,
 ) -> jax.Array:
     """[T, B]: log p(target) at each step, by cfg.softmax."""
-    return SOFTMAXES[cfg.softmax].target_log_probs(params, cfg, h_TxBxH, targets_TxB, mask)
+    layer = SOFTMAXES[cfg.softmax]
+    return layer.target_log_probs(params, cfg, h_TxBxH, targets_TxB, mask, temperature)

@@ -330,11 +330,19 @@ class Loop:
 
 
 def next_epoch(
-    progress, epoch: int, lr, valid_ppl, valid_seconds, layout: Epoch, averaged, data_config
+    progress,
+    epoch: int,
+    lr,
+    valid_ppl,
+    valid_seconds,
+    layout: Epoch,
+    averaged,
+    data_config,
+    temperature=None,
 ):
     """The Progress that starts epoch + 1, with a record of `epoch` (trained on `layout`;
-    validated with averaged weights or not; bits per symbol at char and byte level)
-    appended to the history."""
+    validated with averaged weights or not, at a softmax `temperature` when one was tuned;
+    bits per symbol at char and byte level) appended to the history."""
     words = layout.steps() * layout.data_BxL.shape[0]
     record = dict(
         epoch=epoch,
@@ -346,6 +354,8 @@ def next_epoch(
         seconds=progress.epoch_seconds + valid_seconds,
         averaged=averaged,
     )
+    if temperature is not None:
+        record["temperature"] = temperature
     record = evaluation.with_bits(record, data_config)
     return checkpoints.Progress(
         epoch=epoch + 1, train_seconds=progress.train_seconds, history=[*progress.history, record]
@@ -443,6 +453,22 @@ def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
     test_targets = evaluation.scored_targets(
         len(corpus.test), config.eval.test_batch_size, config.eval.test_num_steps, every_target
     )
+
+    def tune_temperature(params) -> float | None:
+        """lamb's softmax temperature for `params` when eval.temperature_lowest is set."""
+        if not config.eval.temperature_lowest:
+            return None
+        return evaluation.tune_temperature(
+            eval_fn,
+            params,
+            corpus.valid,
+            valid_batch_size,
+            num_steps,
+            config.eval.temperature_lowest,
+            cfg=cfg,
+            mesh=mesh,
+        )
+
     logging.info(
         "validation scores %d of the %d targets, the test %d of %d",
         valid_targets,
@@ -492,13 +518,26 @@ def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
                 reporter.epoch_start(epoch, len(layout), progress.batch, lr)
                 state, progress = train_epoch(train_fn, state, carry, progress, layout, loop=loop)
                 valid_start = time.perf_counter()
+                temperature = tune_temperature(optim.eval_params(state))
                 valid_ppl = evaluate_on(
-                    optim.eval_params(state), corpus.valid, valid_batch_size, num_steps
+                    optim.eval_params(state),
+                    corpus.valid,
+                    valid_batch_size,
+                    num_steps,
+                    temperature=temperature,
                 )
                 valid_seconds = time.perf_counter() - valid_start
                 averaged = optim.is_averaging(state)
                 progress = next_epoch(
-                    progress, epoch, lr, valid_ppl, valid_seconds, layout, averaged, config.data
+                    progress,
+                    epoch,
+                    lr,
+                    valid_ppl,
+                    valid_seconds,
+                    layout,
+                    averaged,
+                    config.data,
+                    temperature,
                 )
                 if best_mngr and is_best(progress.history):
                     checkpoints.save_best(best_mngr, optim.eval_params(state), progress.history[-1])
@@ -522,6 +561,7 @@ def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
             corpus.test,
             config.eval.test_batch_size,
             config.eval.test_num_steps,
+            temperature=tested.get("temperature"),
         )
         test_seconds = time.perf_counter() - test_start
         test_scalars = evaluation.with_bits(dict(perplexity=test_ppl), config.data)
@@ -551,6 +591,7 @@ def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
         test_perplexity=test_ppl,
         valid_targets=valid_targets,  # the targets each perplexity is the mean over
         test_targets=test_targets,
+        **({"softmax_temperature": tested["temperature"]} if "temperature" in tested else {}),
         test_weights=config.train.test_weights,
         test_epoch=tested["epoch"],
         test_seconds=test_seconds,  # the test pass, compilation included

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lstm_lm import config as config_lib
-from lstm_lm import evaluation, model, parallel, train
+from lstm_lm import data, evaluation, model, parallel, train
 
 
 def lamb_cfg(**overrides):
@@ -149,6 +149,9 @@ def test_the_skip_connection_outputs_the_sum_of_the_layers_undropped_outputs():
             "'adaptive'",
         ),
         ({"optim.tf_adam": True}, "config.optim.name='adam'"),
+        ({"eval.temperature_lowest": 1.2}, "from 1.06 down to it"),
+        ({"eval.temperature_lowest": -0.8}, "temperature_lowest must be >= 0"),
+        ({"model.drop_state_probability": 1.0}, "drop_state_probability is a drop"),
         ({"optim.torch_asgd": True, "optim.name": "adam"}, "config.optim.name='sgd'"),
     ],
 )
@@ -198,3 +201,59 @@ def test_every_target_scores_the_rows_tails_as_one_window_over_the_whole_row_wou
     # than TF's layout scores.
     assert evaluation.scored_targets(82_430, 1, 70, True) == 82_429
     assert evaluation.scored_targets(82_430, 1, 70, False) == 82_390
+
+
+def numpy_perplexities(cfg, params, ids, batch_size, num_steps, temperatures, max_batches):
+    """Perplexity at each temperature, the logits (softmax.logits' log-scores, from our
+    forward pass) multiplied by it in float64 numpy; a mixture's components one by one."""
+    inputs_NxBxT, targets_NxBxT = data.epoch_batches(ids, batch_size, num_steps)
+    inputs_NxBxT, targets_NxBxT = inputs_NxBxT[:max_batches], targets_NxBxT[:max_batches]
+    carry, hs = model.zero_carry(cfg, batch_size), []
+    for x in inputs_NxBxT:
+        h_TxBxH, carry = model.hidden_states(params, cfg, carry, x)
+        hs.append(np.asarray(h_TxBxH, np.float64))
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    out = []
+    for t in temperatures:
+        total = 0.0
+        for h_TxBxH, y_BxT in zip(hs, targets_NxBxT):
+            if cfg.softmax == "mos":
+                mos = p["softmax"]
+                latent = np.tanh(h_TxBxH @ mos["latent"]["w"] + mos["latent"]["b"])
+                T, B = latent.shape[:2]
+                decoder = mos.get("w", p["embedding"])  # untied here
+                logits = t * (latent.reshape(T, B, cfg.mos_experts, -1) @ decoder.T + mos["b"])
+                experts = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+                prior = h_TxBxH @ mos["prior"]
+                prior = prior - np.log(np.exp(prior).sum(-1, keepdims=True))
+                log_probs = np.log(np.exp(prior[..., None] + experts).sum(-2))
+            else:
+                logits = t * (h_TxBxH @ p["softmax"]["w"].T + p["softmax"]["b"])
+                log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+            total -= np.take_along_axis(log_probs, y_BxT.T[..., None], -1).sum()
+        out.append(math.exp(total / targets_NxBxT.size))
+    return out
+
+
+@pytest.mark.parametrize("softmax", ["full", "mos"])
+def test_the_softmax_temperature_multiplies_the_logits_and_lambs_search_picks_its_best(softmax):
+    shape = dict(vocab_size=20, hidden_size=6, num_layers=1, init_scale=0.8, softmax=softmax)
+    cfg = model.ModelConfig(**shape, **({"mos_experts": 2} if softmax == "mos" else {}))
+    params = model.init_params(jax.random.PRNGKey(0), cfg)
+    ids = np.random.default_rng(0).integers(0, 20, 400)
+    eval_fn, mesh = evaluation.make_eval_fn(cfg), parallel.make_mesh(1)
+    got = evaluation.evaluate(eval_fn, params, ids, 2, 5, cfg=cfg, mesh=mesh, temperature=0.9)
+    want = numpy_perplexities(cfg, params, ids, 2, 5, [0.9], None)[0]
+    assert got == pytest.approx(want, rel=1e-5)
+    # lamb's evaluation.py: 1.06, 1.04, ... down to the lowest, on the first
+    # max(1, 50000 // B // T) batches, stopped after two tries without a better one.
+    grid = [1.06 - 0.02 * i for i in range(14)]  # down to 0.80
+    quick = numpy_perplexities(cfg, params, ids, 2, 5, grid, 50_000 // 2 // 5)
+    best_i = 0
+    for i in range(len(grid)):
+        best_i = i if quick[i] < quick[best_i] else best_i
+        if best_i + 1 < i:
+            break
+    tuned = evaluation.tune_temperature(eval_fn, params, ids, 2, 5, 0.8, cfg=cfg, mesh=mesh)
+    assert tuned == pytest.approx(grid[best_i])
+    assert tuned != 1.06  # this model's best lies inside the grid

@@ -321,6 +321,7 @@ def test_score_mode_on_the_test_file_matches_the_test_perplexity(trained, tmp_pa
     # ptb_tiny tests with batch 1, 1 step: every word after the first, like score.
     assert got["perplexity"] == pytest.approx(results["test_perplexity"], rel=1e-5)
     assert got["words"] == len(symbols.read_words(test_file)) and got["unknown_words"] == 0
+    assert got["scored_words"] == got["words"] - 1  # the first word is context only
 
     other = tmp_path / "other.txt"
     other.write_text(" w1 w2 zebra\n w3 okapi w1\n")
