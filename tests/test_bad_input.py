@@ -171,4 +171,6 @@ def test_the_inspection_modes_refuse_bad_input_in_one_line(trained, tmp_path):
     assert_clear_error(proc, "--step: for --mode=evaluate or score or predict or sample or")
     proc = run_main(tmp_path, *embed, "--neighbours=zebra", config=None)
     assert_clear_error(proc, "Error: --neighbours: zebra not in the vocabulary")
-    assert len(proc.stderr.strip().splitlines()[-1]) > 0 and proc.stdout == ""
+    last_line = proc.stderr.strip().splitlines()[-1]  # the error, on one line, last
+    assert last_line.startswith("Error: --neighbours: zebra not in the vocabulary")
+    assert proc.stdout == ""

@@ -4,6 +4,7 @@ vocabulary options, and downloads from a local server."""
 import dataclasses
 import hashlib
 import pathlib
+import re
 import socket
 
 import numpy as np
@@ -178,7 +179,10 @@ def test_truncated_download_is_a_clear_error_and_leaves_nothing(tmp_path, serve)
     url = serve(body[: len(body) // 2], claimed_length=len(body))
     with pytest.raises(data.DataError, match="by hand") as error:
         download(tmp_path / "ptb", url)
-    assert "truncated" in str(error.value) or "Could not download" in str(error.value)
+    # the short read named, with the bytes it got and those it still expected
+    assert re.search(
+        r"Could not download .*IncompleteRead\(\d+ bytes read, \d+ more", str(error.value)
+    )
     assert_left_empty(tmp_path / "ptb")
 
 
@@ -259,13 +263,6 @@ def test_the_archive_is_checked_by_its_sha256_before_it_is_opened(tmp_path, serv
         f"expected {published.archive_sha256}: the download is corrupt or another file."
     ) in str(error.value)
     assert_left_empty(tmp_path / "again")
-
-
-def test_the_wikitext_archives_carry_their_published_hashes():
-    # Hugging Face datasets' download_checksums for the two archives (see data.DATASETS).
-    assert data.DATASETS["wikitext2"].archive_sha256.startswith("92675f1d63015c1c")
-    assert data.DATASETS["wikitext103"].archive_sha256.startswith("242ba0f20b329cfd")
-    assert all(url.endswith("wikitext-103-v1.zip") for url in data.DATASETS["wikitext103"].urls)
 
 
 def test_a_large_corpus_keeps_its_ids_and_a_changed_file_is_read_anew(tmp_path, monkeypatch):

@@ -25,3 +25,4 @@ def test_the_walkthrough_notebook_runs_top_to_bottom(tmp_path):
         o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
     ]
     assert len(images) == 1  # the t-SNE picture
+    assert notebook.cells[-1].outputs[0]["text"] == "False\n"  # its temporary run removed
