@@ -61,10 +61,33 @@ def rewind(name, step):
             shutil.rmtree(path)
     (tmp / name / "results.json").unlink()
 
+# What the trainer hands its jitted call: each device's share of the batch and the carry.
+create_training, shares = train.create_training, []
+
+def spied_create_training(*args, **kwargs):
+    state, schedule, train_fn, eval_fn = create_training(*args, **kwargs)
+
+    def spy(state, carry, inputs, targets, *rest):
+        rows = lambda a: a.sharding.shard_shape(a.shape)[a.ndim - 2 if a.ndim == 3 else 0]
+        shares.append([rows(inputs), rows(targets), *[rows(c) for c in jax.tree.leaves(carry)]])
+        return train_fn(state, carry, inputs, targets, *rest)
+
+    return state, schedule, spy, eval_fn
+
+train.create_training = spied_create_training
 rows = parallel.put_rows(np.zeros((2, 8, 3), np.int32), parallel.make_mesh(4))
 out = {"devices": len(jax.devices())}
 out["rows_per_device"] = [shard.data.shape[1] for shard in rows.addressable_shards]
 out["one"], out["four"] = run("one", 1), run("four", 4)
+out["trainer_rows"] = shares[-1]
+# The other output layers, one short epoch each.
+short = {"train.num_epochs": 1, "train.max_batches_per_epoch": 4, "train.random_lengths": False}
+mos = {"model.softmax": "mos", "model.mos_experts": 2, "model.dropout_latent": 0.2, **short}
+adaptive = {"model.softmax": "adaptive", "model.softmax_cutoffs": (8, 20), **short}
+adaptive["model.softmax_div_value"] = 2.0
+for name, more in [("mos", mos), ("adaptive", adaptive)]:
+    out[f"{name}_one"] = run(f"{name}_one", 1, **more)
+    out[f"{name}_four"] = run(f"{name}_four", 4, **more)
 # Fine-tuning averages every iterate (AWD's ASGD) from the trained weights.
 tune = {
     "train.finetune_from": str(tmp / "one"),
@@ -115,6 +138,14 @@ def assert_same_run(got: dict, want: dict) -> None:
 
 def test_four_devices_give_the_numbers_of_one(runs):
     assert_same_run(runs["four"], runs["one"])
+    # The trainer's own batches and carry were split by rows, 2 of 8 to each device.
+    assert runs["trainer_rows"] == [2] * len(runs["trainer_rows"])
+
+
+@pytest.mark.parametrize("layer", ["mos", "adaptive"])
+def test_four_devices_give_the_numbers_of_one_with_the_other_output_layers(runs, layer):
+    assert runs[f"{layer}_one"]["valid_perplexity"] != runs["one"]["valid_perplexity"]
+    assert_same_run(runs[f"{layer}_four"], runs[f"{layer}_one"])
 
 
 def test_four_devices_average_the_iterates_as_one(runs):

@@ -203,11 +203,12 @@ def tf_sgd(lr_of_epoch, max_norm):
     return update
 
 
-def test_a_zaremba_update_is_ptb_word_lms():
-    """ptb_medium (ptb_small is it without dropout): TF's cost, its dropout masks drawn
-    at every step, the constant forget bias, the clip and the staircase of rates."""
+@pytest.mark.parametrize("name", ["ptb_small", "ptb_medium"])
+def test_a_zaremba_update_is_ptb_word_lms(name):
+    """ptb_small and ptb_medium (with dropout): TF's cost, its dropout masks drawn at
+    every step, the constant forget bias, the clip and the staircase of rates."""
     config = tiny(
-        "ptb_medium",
+        name,
         (6, 5),
         4,
         **{
