@@ -301,8 +301,8 @@ def validate_model(model_config: ml_collections.ConfigDict) -> None:
 
 def validate_recipes(config: ml_collections.ConfigDict) -> None:
     """The keys of the papers' own code where they can act: a skip connection over layers
-    of one size, lamb's initialisation of a tied full softmax, TF's Adam with Adam,
-    torch's ASGD with SGD."""
+    of one size, lamb's initialisation of tied output layers, lamb's temperature search
+    for a full softmax or a mixture, TF's Adam with Adam, torch's ASGD with SGD."""
     m = config.model
     sizes = tuple(m.hidden_sizes) or (m.hidden_size,) * m.num_layers
     if m.skip_connection and len(set(sizes)) > 1:

@@ -42,6 +42,8 @@ class Run:
     params: dict
     vocab: dict[str, int]
     step: int
+    # The softmax temperature tuned for these weights (eval.temperature_lowest), if any.
+    temperature: float | None = None
 
 
 def load_run(workdir: pathlib.Path, step: int | None = None) -> Run:
@@ -62,14 +64,16 @@ def load_run(workdir: pathlib.Path, step: int | None = None) -> Run:
         mngr.close()
     if restored is None:
         raise checkpoints.CheckpointError(f"{workdir} has no checkpoint yet.")
-    state, _, _ = restored
+    state, _, progress = restored
     params, step = optim.eval_params(state), checkpoints.step_of(state)
     logging.info("Loaded %s at step %d.", workdir, step)
+    # Weights validated at an epoch's end carry that validation's tuned temperature.
+    record = progress.history[-1] if progress.history and progress.batch == 0 else {}
     if restored_step is None and config.train.test_weights == "best":
         params, record = load_best(workdir, params)
         logging.info("Using its best-validation weights, of epoch %d.", record["epoch"])
     logging.info("%d parameters", model.parameter_count(params))
-    return Run(config, cfg, params, vocab, step)
+    return Run(config, cfg, params, vocab, step, record.get("temperature"))
 
 
 def load_best(workdir: pathlib.Path, params: dict) -> tuple[dict, dict]:
@@ -123,16 +127,33 @@ def evaluate_run(
             log_probs = adaptive.stream_log_probs(
                 run.params, ids, b, t, cfg=run.cfg, cache=cache, dynamic=dynamic, rms=rms
             )
-            perplexity = adaptive.stream_perplexity(log_probs)
-        else:
+            perplexity, targets = adaptive.stream_perplexity(log_probs), log_probs.size
+        else:  # at the temperature the run tuned for these weights, as it tested them
             every_target = run.config.eval.get("score_every_target", False)
             perplexity = evaluation.evaluate(
-                eval_fn, run.params, ids, b, t, cfg=run.cfg, mesh=mesh, every_target=every_target
+                eval_fn,
+                run.params,
+                ids,
+                b,
+                t,
+                cfg=run.cfg,
+                mesh=mesh,
+                every_target=every_target,
+                temperature=run.temperature,
             )
-        results[f"{split}_perplexity"] = perplexity
+            targets = evaluation.scored_targets(len(ids), b, t, every_target)
+        results[f"{split}_perplexity"], results[f"{split}_targets"] = perplexity, targets
         scores = evaluation.with_bits(dict(perplexity=perplexity), run.config.data)
         bits = evaluation.bits_note(scores, "bpc")
-        logging.info("%s perplexity %.2f%s (batch %d, steps %d)", split, perplexity, bits, b, t)
+        logging.info(
+            "%s perplexity %.2f%s (batch %d, steps %d; %d targets)",
+            split,
+            perplexity,
+            bits,
+            b,
+            t,
+            targets,
+        )
     return evaluation.with_bits(results, run.config.data)
 
 

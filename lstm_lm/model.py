@@ -290,19 +290,15 @@ def layer_outputs(
     for i, (layer, layer_carry) in enumerate(zip(params["lstm"], carry)):
         w_h = regularisers.apply_keep(masks["w_h"][i], layer["w_h"], 1.0 - cfg.weight_drop)
         layer = {**layer, "w_h": w_h}
-        state_keep_BxH, h_scale_BxH = masks["state"][i], None
-        if state_keep_BxH is not None:
-            ones_BxH = jnp.ones(state_keep_BxH.shape, x_TxBxH.dtype)
-            h_scale_BxH = regularisers.apply_keep(state_keep_BxH, ones_BxH, 1.0 - cfg.dropout_state)
         layer_carry, raw_TxBxH = lstm_layer(
             layer,
             layer_carry,
             x_TxBxH,
             cfg.constant_forget_bias,
-            length,
-            unroll,
-            cfg.cap_input_gate,
-            h_scale_BxH,
+            length=length,
+            unroll=unroll,
+            cap_input_gate=cfg.cap_input_gate,
+            h_scale_BxH=regularisers.keep_scale(masks["state"][i], cfg.dropout_state),
         )
         new_carry.append(layer_carry)
         if cfg.skip_connection:

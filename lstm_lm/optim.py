@@ -5,7 +5,8 @@ Adagrad, and the TrainState that a step takes and returns and a checkpoint holds
 AWD-LSTM's additions, each off by default: weight decay (added to the clipped gradient,
 as torch.optim.SGD's `weight_decay`), the learning rate scaled per step by the batch's
 length (variable BPTT), and averaged SGD (NT-ASGD): the running mean of the iterates
-since averaging started, kept in the optimizer state so that a checkpoint holds it.
+since averaging started, kept in the optimizer state so that a checkpoint holds it, in
+torch.optim.ASGD's exact form on request. And TF's Adam, as lamb trains with it.
 """
 
 from typing import NamedTuple
@@ -185,8 +186,10 @@ def make_optimizer(
 
     Adam is optax's (Kingma & Ba's bias-corrected form, eps added to sqrt(v_hat)), or with
     `tf_adam` TF's AdamOptimizer, which lamb uses (`scale_by_tf_adam`).
-    Weight decay with Adam is L2 on the gradient, as torch.optim.Adam's `weight_decay`
-    and lamb's `l2_penalty`, not AdamW's decoupled decay."""
+    Weight decay with Adam is L2 on the gradient after the clip, as torch.optim.Adam's
+    `weight_decay`, not AdamW's decoupled decay (lamb's l2_penalty is in the objective,
+    before the clip: step.Objective). `torch_asgd`: the length scale and the average as
+    torch.optim.ASGD has them (scale_by_length, average_iterates)."""
     parts = [optax.clip_by_global_norm(max_grad_norm)]
     if weight_decay:
         parts.append(optax.add_decayed_weights(weight_decay))

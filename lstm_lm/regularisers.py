@@ -33,12 +33,20 @@ def dropout(key: jax.Array | None, x: jax.Array, keep_prob: float) -> jax.Array:
     return apply_keep(keep_mask(key, x.shape, keep_prob), x, keep_prob)
 
 
+def keep_scale(keep: jax.Array | None, rate: float, dtype=jnp.float32) -> jax.Array | None:
+    """The mask `keep` as the factor it multiplies by: 1 / (1 - rate) where kept, else 0;
+    None for None."""
+    if keep is None:
+        return None
+    return apply_keep(keep, jnp.ones(keep.shape, dtype), 1.0 - rate)
+
+
 def apply_locked(keep: jax.Array | None, x_TxBxH: jax.Array, rate: float) -> jax.Array:
     """`x` times the scaled mask `keep`: [B, H] for one mask per sequence, the same at every
     time step (variational dropout, Gal & Ghahramani 2016), or [T, B, H] for one per step."""
     if keep is None:
         return x_TxBxH
-    return apply_keep(keep, jnp.ones(keep.shape, x_TxBxH.dtype), 1.0 - rate) * x_TxBxH
+    return keep_scale(keep, rate, x_TxBxH.dtype) * x_TxBxH
 
 
 def locked_dropout(key: jax.Array | None, x_TxBxH: jax.Array, rate: float) -> jax.Array:

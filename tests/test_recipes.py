@@ -25,6 +25,7 @@ def mogrifier_adam_config(data_dir: pathlib.Path):
     config.optim.update(name="adam", b1=0.0, learning_rate=0.1, max_grad_norm=10.0)
     config.optim.lr_drop_epochs = (3,)
     config.train.update(test_weights="best", random_lengths=False)  # one compiled step
+    config.eval.temperature_lowest = 0.8  # lamb's softmax temperature, tuned every epoch
     return config
 
 
@@ -49,6 +50,12 @@ def test_a_mogrifier_adam_run_with_averaging_and_a_drop_resumes_bitwise(tmp_path
     history = read_jsonl(workdir / "metrics.jsonl")
     assert [r["lr"] for r in history] == pytest.approx([0.1] * 3 + [0.01] * 2)
     assert any(r["averaged"] for r in history)  # NT-ASGD's average over Adam's iterates
+    assert all(0.8 <= r["temperature"] <= 1.06 for r in history)
+    assert straight["softmax_temperature"] == history[straight["test_epoch"] - 1]["temperature"]
+    run = inference.load_run(workdir)  # the best weights, which evaluate at their temperature
+    assert run.temperature == straight["softmax_temperature"]
+    evaluated = inference.evaluate_run(run, None, None)
+    assert evaluated["test_perplexity"] == pytest.approx(straight["test_perplexity"], rel=1e-6)
     mid_epoch = [
         step
         for step in checkpoint_steps(workdir)
@@ -63,7 +70,8 @@ def test_a_mogrifier_adam_run_with_averaging_and_a_drop_resumes_bitwise(tmp_path
 
 
 def evaluate_checkpoint(workdir: pathlib.Path, step: int, config) -> float:
-    """Test perplexity of the weights a checkpoint's run would test at that step."""
+    """Test perplexity of the weights a checkpoint's run would test at that step, at the
+    softmax temperature tuned for them."""
     run = inference.load_run(workdir, step)  # a named step: that checkpoint's weights
     corpus = train.load_data(config)[1]
     return evaluation.evaluate(
@@ -74,6 +82,7 @@ def evaluate_checkpoint(workdir: pathlib.Path, step: int, config) -> float:
         config.eval.test_num_steps,
         cfg=run.cfg,
         mesh=parallel.make_mesh(1),
+        temperature=run.temperature,
     )
 
 
@@ -82,6 +91,7 @@ def test_best_weights_are_tested_and_survive_rolling_checkpoints_and_a_resume(tm
     first epoch: the tested weights are the best epoch's, not the last's."""
     config = mogrifier_adam_config(write_drifting_corpus(tmp_path / "data"))
     config.optim.update(nonmono=0, lr_drop_epochs=())  # the weights of each epoch's end
+    config.eval.temperature_lowest = 0.0  # each epoch's weights at their plain softmax
     config.train.num_epochs = 3
     workdir = tmp_path / "run"
     results = train.train_and_evaluate(config, workdir)

@@ -295,6 +295,11 @@ def test_evaluate_mode_reproduces_the_runs_perplexities(trained, tmp_path):
     assert got["valid_perplexity"] == results["valid_perplexity"]
     assert got["test_perplexity"] == results["test_perplexity"]
     assert got["step"] == results["step"]
+    # the same targets scored: TF's layout, each row's tail left out
+    assert (got["valid_targets"], got["test_targets"]) == (
+        results["valid_targets"],
+        results["test_targets"],
+    )
     tf_protocol = run_main(
         tmp_path,
         "--mode=evaluate",
