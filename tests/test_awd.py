@@ -243,7 +243,7 @@ def awd_training(steps_per_call: int, vocab_size: int = 30):
     )
     config.optim.update(max_grad_norm=0.5, token_mean_loss=True, ar_alpha=2.0, tar_beta=1.0)
     config.train.update(
-        num_steps=9, batch_size=3, random_lengths=True, length_bucket=10,
+        num_steps=20, batch_size=3, random_lengths=True, length_bucket=25,
         steps_per_call=steps_per_call,
     )  # fmt: skip
     cfg = config_lib.model_config(config, vocab_size)
@@ -253,8 +253,8 @@ def awd_training(steps_per_call: int, vocab_size: int = 30):
 
 
 def test_a_call_of_random_length_batches_is_bitwise_one_call_per_batch():
-    # AWD's lengths around 9 (at most 49), in buckets of 10: one call per batch compiles
-    # per bucket; four per call pads each call to 50 steps, compiles once and switches on
+    # AWD's lengths around 20 (at most 60), in buckets of 25: one call per batch compiles
+    # per bucket; four per call pads each call to 75 steps, compiles once and switches on
     # each batch's bucket, and must give every bit of the parameters, optimizer state,
     # carry and per-step metrics the same, through a call cut short by the epoch's end
     # and one cut where a resumed run would start.
@@ -263,14 +263,14 @@ def test_a_call_of_random_length_batches_is_bitwise_one_call_per_batch():
     for k in (1, 4):
         config, train_fn, state, carry = awd_training(k)
         layout = train.epoch_layout(stream_BxL, config, epoch=2)
-        assert len({-(-n // 10) for n in layout.lengths_N.tolist()}) >= 2  # several buckets
+        assert len({-(-n // 25) for n in layout.lengths_N.tolist()}) >= 2  # several buckets
         bounds = train.chunk_bounds(0, 13, k) + train.chunk_bounds(13, len(layout), k)
         metrics = []
         for lo, hi in bounds:
             state, carry, metrics_K, _ = train_fn(state, carry, *layout.batches(lo, hi))
             metrics.append({name: np.asarray(m)[: hi - lo] for name, m in metrics_K.items()})
         if k == 4:
-            assert layout.batches(0, 4)[0].shape == (4, 3, 50)
+            assert layout.batches(0, 4)[0].shape == (4, 3, 75)
             assert (hi - lo, len(bounds)) == (len(layout) % 4 or 4, -(-len(layout) // 4) + 1)
             assert train_fn._cache_size() == 1
         results[k] = (
