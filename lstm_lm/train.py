@@ -39,6 +39,7 @@ from lstm_lm import (
     model,
     optim,
     parallel,
+    provenance,
     reporting,
 )
 from lstm_lm import config as config_lib
@@ -436,6 +437,8 @@ def train_in_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
     checkpoints.check_workdir(workdir, config, vocab)
     if chief:
         checkpoints.write_workdir(workdir, config, vocab)
+        run_json = workdir / "run.json"  # who ran it: code, versions, devices, command
+        checkpoints.write_text(run_json, provenance.appended(run_json, provenance.record()))
     batch_size, num_steps = len(train_BxL), config.train.num_steps
     valid_batch_size = config.eval.valid_batch_size or batch_size
     steps_per_epoch = fixed_batches(train_BxL, config.train)

@@ -4,6 +4,7 @@ dropout masks, and the refusals of values that cannot act (tests/test_recipe_ste
 checks whole updates)."""
 
 import importlib
+import json
 import math
 
 import jax
@@ -257,3 +258,18 @@ def test_the_softmax_temperature_multiplies_the_logits_and_lambs_search_picks_it
     tuned = evaluation.tune_temperature(eval_fn, params, ids, 2, 5, 0.8, cfg=cfg, mesh=mesh)
     assert tuned == pytest.approx(grid[best_i])
     assert tuned != 1.06  # this model's best lies inside the grid
+
+
+def test_provenance_names_the_code_or_says_it_is_unknown(tmp_path):
+    from lstm_lm import provenance
+
+    assert provenance.code(tmp_path) == {"commit": "unknown", "changed": None}  # no checkout
+    here = provenance.code()
+    assert here["commit"] == "unknown" or len(here["commit"]) == 40
+    record = provenance.record()
+    assert record["versions"]["jax"] == jax.__version__ and record["device_count"] >= 1
+    first = provenance.appended(tmp_path / "run.json", {"n": 1})
+    (tmp_path / "run.json").write_text(first)
+    assert json.loads(provenance.appended(tmp_path / "run.json", {"n": 2})) == {
+        "records": [{"n": 1}, {"n": 2}]
+    }

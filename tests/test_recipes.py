@@ -5,10 +5,12 @@ rolling checkpoints and through a resume."""
 import json
 import pathlib
 
+import jax
 import pytest
+from helpers import REPO
 from test_runs import awd_tiny_config, progress_at, read_jsonl, rewind, write_drifting_corpus
 
-from lstm_lm import checkpoints, evaluation, inference, parallel, train
+from lstm_lm import checkpoints, evaluation, inference, parallel, provenance, train
 
 pytestmark = [
     pytest.mark.slow,
@@ -67,6 +69,13 @@ def test_a_mogrifier_adam_run_with_averaging_and_a_drop_resumes_bitwise(tmp_path
         assert resumed[key] == straight[key], key
     for got, want in zip(read_jsonl(workdir / "metrics.jsonl"), history):
         assert got["valid_perplexity"] == want["valid_perplexity"]
+    # run.json: one record for the run and one for its resume, each naming its code
+    records = json.loads((workdir / "run.json").read_text())["records"]
+    assert len(records) == 2
+    commit = provenance.git(REPO, "rev-parse", "HEAD") or "unknown"
+    assert [r["commit"] for r in records] == [commit, commit]
+    assert records[1]["versions"]["jax"] == jax.__version__
+    assert records[1]["devices"]["platform"] == "cpu" and records[1]["cpu"]
 
 
 def evaluate_checkpoint(workdir: pathlib.Path, step: int, config) -> float:
