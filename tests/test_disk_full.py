@@ -124,3 +124,75 @@ def test_metrics_and_results_on_a_full_disk_stop_and_keep_what_was_there(trained
     assert rerun.returncode == 0, rerun.stderr
     assert read_results(workdir) == read_results(trained[1])
     assert (workdir / "metrics.jsonl").read_text() == metrics
+
+
+def test_the_learning_curve_on_a_full_disk_is_a_write_failure_naming_it(tmp_path):
+    from lstm_lm import reporting
+
+    path = tmp_path / "learning_curve.png"
+    os.symlink("/dev/full", path)  # savefig writes the file in place
+    history = [dict(epoch=1, train_perplexity=9.0, valid_perplexity=8.0)]
+    with pytest.raises(checkpoints.WriteFailed) as failed:
+        reporting.plot_learning_curve(history, path)
+    assert str(failed.value) == f"Could not write {path}: {CAUSE}."
+
+
+def test_best_weights_on_a_full_disk_fail_naming_them_and_keep_the_earlier_best(
+    tmp_path, monkeypatch
+):
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    params = {"w": np.ones((2, 3), np.float32)}
+    with checkpoints.best_manager(tmp_path) as mngr:
+        checkpoints.save_best(mngr, params, {"epoch": 1, "valid_perplexity": 9.0})
+    real_save = ocp.CheckpointManager.save
+
+    def full_disk_save(self, step, *args, **kwargs):  # as orbax fails on a full tmpfs
+        raise ValueError(ORBAX_ENOSPC)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk_save)
+    with checkpoints.best_manager(tmp_path) as mngr:
+        with pytest.raises(checkpoints.WriteFailed) as failed:
+            checkpoints.save_best(mngr, {"w": 2 * params["w"]}, {"epoch": 3})
+    best = (tmp_path / "best").resolve()
+    assert str(failed.value) == f"Could not write {best / '3'}: {CAUSE}."
+    monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
+    with checkpoints.best_manager(tmp_path) as mngr:
+        kept, record = checkpoints.restore_best(mngr, params)
+    assert record["epoch"] == 1 and np.array_equal(kept["w"], params["w"])
+
+
+def test_tensorboard_events_on_a_full_disk_stop_the_epoch_end_naming_them(tmp_path):
+    """The event file is open from the start: its writes are made to fail where
+    tensorboardX's record writer holds the file (a private attribute: the test skips if
+    a tensorboardX release moves it)."""
+    import errno
+
+    from lstm_lm import reporting
+
+    reporter = reporting.Reporter(tmp_path, [], 0)
+    try:
+        records = reporter.writer._get_file_writer().event_writer._ev_writer
+        record_writer = records._py_recordio_writer
+        file = record_writer._writer
+    except AttributeError:
+        reporter.close()
+        pytest.skip("tensorboardX keeps its event file elsewhere in this release")
+
+    class FullFile:
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    record_writer._writer = FullFile()
+    record = dict(epoch=1, train_perplexity=9.0, valid_perplexity=8.0, seconds=1.0)
+    try:
+        with pytest.raises(checkpoints.WriteFailed) as failed:
+            reporter.epoch_end([record], step=10)
+    finally:
+        record_writer._writer = file  # room again: the events close cleanly
+        reporter.close()
+    assert str(failed.value) == f"Could not write {tmp_path / 'tensorboard'}: {CAUSE}."
