@@ -70,6 +70,10 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.mogrifier_rounds = 0  # feature_mask_rounds: R rounds of gating x and h
     config.model.mogrifier_rank = 0  # feature_mask_rank: rounds' matrices as rank-k products
     config.model.cap_input_gate = False  # cap_input_gate: c = f*c + min(1 - f, i)*j
+    # The QRNN (Bradbury et al. 2017) as salesforce/pytorch-qrnn, awd-lstm-lm's fast model.
+    config.model.qrnn_windows = ()  # window: each layer's, 1 or 2; () = awd's 2 then 1s
+    config.model.qrnn_output_gate = True  # output_gate: h = O * c (fo-pooling)
+    config.model.zoneout = 0.0  # zoneout: on the forget gates, in training
     config.model.dropout_state = 0.0  # state_dropout: on h before each step, a mask a batch
     config.model.dropout_per_step = False  # not shared_mask_dropout: the input, hidden and
     #                                        output dropouts draw a new mask at every step
@@ -182,9 +186,10 @@ RATES = (  # drop probabilities, in [0, 1)
     "model.dropout_latent",
     "model.dropout_state",
     "model.drop_state_probability",
+    "model.zoneout",
 )
 INITS = ("uniform", "awd", "lamb")
-CELLS = ("lstm", "mogrifier")
+CELLS = ("lstm", "mogrifier", "qrnn")
 SOFTMAXES = ("full", "adaptive", "mos")
 OPTIMIZERS = ("sgd", "adam", "adagrad")
 TEST_WEIGHTS = ("last", "best")
@@ -256,6 +261,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     validate_model(config.model)
     validate_recipes(config)
+    validate_qrnn(config.model)
     validate_cell(config.model)
     validate_softmax(config.model)
     validate_devices(config.train)
@@ -337,6 +343,45 @@ def validate_recipes(config: ml_collections.ConfigDict) -> None:
             f"config.optim.tf_adam is a form of Adam, but config.optim.name="
             f"{config.optim.name!r}: set config.optim.name='adam' or tf_adam=False."
         )
+
+
+def validate_qrnn(m: ml_collections.ConfigDict) -> None:
+    """The QRNN's keys: set only for its cell, a window per layer of 1 or 2; the LSTM's
+    gate keys not set for it."""
+    windows = tuple(m.qrnn_windows)
+    own = {
+        "qrnn_windows": windows,
+        "zoneout": m.zoneout,
+        "qrnn_output_gate": not m.qrnn_output_gate,
+    }
+    if m.cell != "qrnn":
+        for key, value in own.items():
+            if value:
+                raise ConfigError(
+                    f"config.model.{key}={m[key]!r} is an option of the QRNN, but "
+                    f"config.model.cell={m.cell!r}: set config.model.cell='qrnn' or unset it."
+                )
+        return
+    if windows and (len(windows) != m.num_layers or not set(windows) <= {1, 2}):
+        raise ConfigError(
+            f"config.model.qrnn_windows={windows}: give one window per layer "
+            f"({m.num_layers}), each 1 or 2, or () for 2 on the first layer and 1 above."
+        )
+    lstm_only = {
+        "cap_input_gate": m.cap_input_gate,
+        "forget_bias": m.forget_bias,
+        "trainable_forget_bias": m.trainable_forget_bias,
+        "hidden_bias": m.hidden_bias,
+        "dropout_state": m.dropout_state,
+    }
+    for key, value in lstm_only.items():
+        if value:
+            raise ConfigError(
+                f"config.model.{key}={value!r} acts on the LSTM's gates; the QRNN "
+                f"(config.model.cell='qrnn') has none of them: unset it."
+            )
+    if m.init == "lamb":
+        raise ConfigError("config.model.init='lamb' draws LSTM layers; use 'uniform' or 'awd'.")
 
 
 def validate_cell(model_config: ml_collections.ConfigDict) -> None:

@@ -20,6 +20,7 @@ step about 12% faster (experiments/benchmark/README.md); logits are `h @ w.T`. W
 `tie_embeddings` (Press & Wolf 2017; Inan et al. 2017) the embedding is that weight: one
 array, whose gradient sums both uses; it needs H_L == E. A Mogrifier layer (`cell =
 "mogrifier"`, R >= 1 rounds) also holds its rounds' matrices under "mogrifier" (see cells).
+With `cell = "qrnn"` the layers under "lstm" are QRNN layers, {"w", "b"} (see qrnn).
 
 The recurrent carry is a list with one (c_BxH, h_BxH) pair per layer.
 """
@@ -29,7 +30,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from lstm_lm import cells, initializers, regularisers, softmax
+from lstm_lm import cells, initializers, qrnn, regularisers, softmax
 
 Carry = list[tuple[jax.Array, jax.Array]]  # per layer: (c_BxH, h_BxH)
 
@@ -56,10 +57,13 @@ class ModelConfig:
     dropout_output: float = 0.0  # AWD's dropout: locked dropout on the last layer's output
     dropout_embedding: float = 0.0  # AWD's dropoute: whole words of the embedding
     weight_drop: float = 0.0  # AWD's wdrop: DropConnect on each w_h, one mask per batch
-    cell: str = "lstm"  # "lstm" or "mogrifier" (lstm_lm/cells.py)
+    cell: str = "lstm"  # "lstm", "mogrifier" (lstm_lm/cells.py) or "qrnn" (lstm_lm/qrnn.py)
     mogrifier_rounds: int = 0  # R: rounds of gating x and h before each step; 0 = the LSTM
     mogrifier_rank: int = 0  # k: each round's matrix as [., k] @ [k, .]; 0 = full matrices
     cap_input_gate: bool = False  # lamb's: the input gate capped at 1 - the forget gate
+    qrnn_windows: tuple[int, ...] = ()  # qrnn: each layer's window, 1 or 2; () = 2, 1, 1, ...
+    qrnn_output_gate: bool = True  # qrnn: fo-pooling (h = O * c), else f-pooling (h = c)
+    zoneout: float = 0.0  # qrnn: the forget gates' zoneout
     dropout_state: float = 0.0  # lamb's state_dropout: h before each step, one mask a batch
     dropout_per_step: bool = False  # lamb's: the three site dropouts draw a mask per step
     skip_connection: bool = False  # lamb's: the output is the sum of every layer's h
@@ -74,6 +78,7 @@ class ModelConfig:
     def __post_init__(self):  # a list (from config.json, say) would not be hashable
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
         object.__setattr__(self, "softmax_cutoffs", tuple(self.softmax_cutoffs))
+        object.__setattr__(self, "qrnn_windows", tuple(self.qrnn_windows))
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
@@ -83,6 +88,16 @@ class ModelConfig:
     def input_size(self) -> int:
         """E, the embedding's size."""
         return self.embedding_size or self.layer_sizes[0]
+
+    @property
+    def windows(self) -> tuple[int, ...]:
+        """The QRNN layers' windows: qrnn_windows, or awd-lstm-lm's 2 then 1s."""
+        return self.qrnn_windows or (2,) + (1,) * (self.num_layers - 1)
+
+    @property
+    def layer_inputs(self) -> tuple[int, ...]:
+        """I_l, each layer's input size: E, then the layer below's."""
+        return (self.input_size, *self.layer_sizes[:-1])
 
     @property
     def constant_forget_bias(self) -> float:
@@ -130,6 +145,8 @@ def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
             cfg.mogrifier_rank,
             full_gain=1.3**0.5 if cfg.init == "lamb" else 1.0,
         )
+    if cfg.cell == "qrnn":
+        params["lstm"] = qrnn_init(jax.random.fold_in(key, 5), cfg)
     if full and not cfg.tie_embeddings:
         params["softmax"]["w"] = params["softmax"]["w"].T
     if not full:
@@ -139,6 +156,18 @@ def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
     if cfg.trainable_forget_bias:
         params["lstm"] = [shift_forget_bias(layer, cfg.forget_bias) for layer in params["lstm"]]
     return params
+
+
+def qrnn_init(key: jax.Array, cfg: ModelConfig) -> list[dict]:
+    """The QRNN's layers (under params["lstm"], the recurrent layers' key): U(-init_scale,
+    init_scale), or with init="awd" torch.nn.Linear's U(+-1/sqrt(window * I))."""
+    layers = []
+    for layer_key, i, h, window in zip(
+        jax.random.split(key, cfg.num_layers), cfg.layer_inputs, cfg.layer_sizes, cfg.windows
+    ):
+        bound = (window * i) ** -0.5 if cfg.init == "awd" else cfg.init_scale
+        layers.append(qrnn.init_layer(layer_key, i, h, window, cfg.qrnn_output_gate, bound))
+    return layers
 
 
 def shift_forget_bias(layer: dict, forget_bias: float) -> dict:
@@ -154,10 +183,12 @@ def parameter_count(params: dict) -> int:
 
 
 def zero_carry(cfg: ModelConfig, batch_size: int) -> Carry:
-    """Per layer, (c, h) of zeros [batch_size, that layer's size]."""
+    """Per layer, (c, h) of zeros [batch_size, that layer's size]; for the QRNN (c, x_prev),
+    x_prev [batch_size, that layer's input size]."""
+    seconds = cfg.layer_inputs if cfg.cell == "qrnn" else cfg.layer_sizes
     return [
-        (jnp.zeros((batch_size, h), jnp.float32), jnp.zeros((batch_size, h), jnp.float32))
-        for h in cfg.layer_sizes
+        (jnp.zeros((batch_size, h), jnp.float32), jnp.zeros((batch_size, w), jnp.float32))
+        for h, w in zip(cfg.layer_sizes, seconds)
     ]
 
 
@@ -208,7 +239,9 @@ def dropout_masks(
                                           ([T, B, W_s], one per step, with
                                           dropout_per_step: lamb's),
          "words":  [V]                    AWD's dropout_embedding, whole words,
-         "w_h":    [L] x [H_l, 4H_l]      AWD's weight_drop on each recurrent matrix,
+         "w_h":    [L] x [H_l, 4H_l]      AWD's weight_drop on each recurrent matrix (the
+                                          QRNN's: on its whole w, [window I_l, 3H_l]),
+         "zoneout": [L] x [T, B, H_l]     the QRNN's zoneout on its forget gates,
          "state":  [L] x [B, H_l]         lamb's dropout_state on each layer's h,
          "carry":  [B]                    lamb's drop_state_probability: the rows whose
                                           carry (every layer's c and h) is kept,
@@ -221,22 +254,29 @@ def dropout_masks(
     widths = (cfg.input_size, *cfg.layer_sizes)
     rates = [cfg.dropout_input, *[cfg.dropout_hidden] * (L - 1), cfg.dropout_output]
     site_keys, word_key, w_keys, latent_key = [None] * (L + 1), None, [None] * L, None
-    state_keys, carry_key = [None] * L, None
+    state_keys, carry_key, zoneout_keys = [None] * L, None, [None] * L
     if dropout_key is not None:
         site_keys = list(jax.random.split(dropout_key, L + 1))
         word_key, *w_keys = jax.random.split(jax.random.fold_in(dropout_key, 1), L + 1)
         latent_key = jax.random.fold_in(dropout_key, 2)
         state_keys = list(jax.random.split(jax.random.fold_in(dropout_key, 3), L))
         carry_key = jax.random.fold_in(dropout_key, 4)
+        zoneout_keys = list(jax.random.split(jax.random.fold_in(dropout_key, 5), L))
     locked_keys = [None if k is None else jax.random.fold_in(k, 1) for k in site_keys]
     keep = regularisers.keep_mask
     per = (T, B) if cfg.dropout_per_step else (B,)
     sizes, latent_width = cfg.layer_sizes, cfg.mos_experts * cfg.input_size
+    w_shapes = [(h, 4 * h) for h in sizes]
+    if cfg.cell == "qrnn":
+        gates = qrnn.gates(cfg.qrnn_output_gate)
+        w_shapes = [(n * i, gates * h) for n, i, h in zip(cfg.windows, cfg.layer_inputs, sizes)]
+    zoneout = cfg.zoneout if cfg.cell == "qrnn" else 0.0
     return {
         "step": [keep(k, (T, B, w), cfg.keep_prob) for k, w in zip(site_keys, widths)],
         "locked": [keep(k, (*per, w), 1.0 - r) for k, w, r in zip(locked_keys, widths, rates)],
         "words": keep(word_key, (cfg.vocab_size,), 1.0 - cfg.dropout_embedding),
-        "w_h": [keep(k, (h, 4 * h), 1.0 - cfg.weight_drop) for k, h in zip(w_keys, sizes)],
+        "w_h": [keep(k, shape, 1.0 - cfg.weight_drop) for k, shape in zip(w_keys, w_shapes)],
+        "zoneout": [keep(k, (T, B, h), 1.0 - zoneout) for k, h in zip(zoneout_keys, sizes)],
         "state": [keep(k, (B, h), 1.0 - cfg.dropout_state) for k, h in zip(state_keys, sizes)],
         "carry": keep(carry_key, (B,), 1.0 - cfg.drop_state_probability),
         "latent": keep(latent_key, (*per, latent_width), 1.0 - cfg.dropout_latent),
@@ -288,18 +328,20 @@ def layer_outputs(
     x_TxBxH = drop(0, x_TxBxH)
     new_carry, summed_TxBxH = [], 0.0
     for i, (layer, layer_carry) in enumerate(zip(params["lstm"], carry)):
-        w_h = regularisers.apply_keep(masks["w_h"][i], layer["w_h"], 1.0 - cfg.weight_drop)
-        layer = {**layer, "w_h": w_h}
-        layer_carry, raw_TxBxH = lstm_layer(
-            layer,
-            layer_carry,
-            x_TxBxH,
-            cfg.constant_forget_bias,
-            length=length,
-            unroll=unroll,
-            cap_input_gate=cfg.cap_input_gate,
-            h_scale_BxH=regularisers.keep_scale(masks["state"][i], cfg.dropout_state),
-        )
+        if cfg.cell == "qrnn":
+            layer_carry, raw_TxBxH = qrnn_layer(layer, layer_carry, x_TxBxH, i, cfg, masks, length)
+        else:
+            w_h = regularisers.apply_keep(masks["w_h"][i], layer["w_h"], 1.0 - cfg.weight_drop)
+            layer_carry, raw_TxBxH = lstm_layer(
+                {**layer, "w_h": w_h},
+                layer_carry,
+                x_TxBxH,
+                cfg.constant_forget_bias,
+                length=length,
+                unroll=unroll,
+                cap_input_gate=cfg.cap_input_gate,
+                h_scale_BxH=regularisers.keep_scale(masks["state"][i], cfg.dropout_state),
+            )
         new_carry.append(layer_carry)
         if cfg.skip_connection:
             summed_TxBxH = summed_TxBxH + raw_TxBxH
@@ -307,6 +349,22 @@ def layer_outputs(
                 raw_TxBxH = summed_TxBxH
         x_TxBxH = drop(i + 1, raw_TxBxH)
     return raw_TxBxH, x_TxBxH, new_carry
+
+
+def qrnn_layer(layer, carry, x_TxBxI, i: int, cfg: ModelConfig, masks: dict, length):
+    """Layer i of the QRNN with its masks: weight drop on its whole w (AWD's WeightDrop
+    on the QRNN's linear map), zoneout on its forget gates (see lstm_lm/qrnn.py)."""
+    w = regularisers.apply_keep(masks["w_h"][i], layer["w"], 1.0 - cfg.weight_drop)
+    return qrnn.layer(
+        {**layer, "w": w},
+        carry,
+        x_TxBxI,
+        cfg.windows[i],
+        length=length,
+        output_gate=cfg.qrnn_output_gate,
+        zoneout=cfg.zoneout,
+        zoneout_keep=masks["zoneout"][i],
+    )
 
 
 def hidden_states(

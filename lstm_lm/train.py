@@ -298,7 +298,8 @@ def finetune_start(state: optim.TrainState, config, cfg, vocab, mesh) -> optim.T
     source = inference.load_run(pathlib.Path(config.train.finetune_from))
     shape = ("layer_sizes", "input_size", "tie_embeddings", "vocab_size", "cell", "hidden_bias")
     shape += ("mogrifier_rounds", "mogrifier_rank", "softmax", "softmax_cutoffs")
-    shape += ("softmax_div_value", "softmax_head_bias", "mos_experts")
+    shape += ("softmax_div_value", "softmax_head_bias", "mos_experts", "windows")
+    shape += ("qrnn_output_gate",)
     if [getattr(source.cfg, k) for k in shape] != [getattr(cfg, k) for k in shape]:
         raise config_lib.ConfigError(
             f"config.train.finetune_from={config.train.finetune_from!r} holds a model of "

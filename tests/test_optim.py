@@ -164,7 +164,7 @@ def test_the_config_builds_adam_and_the_drops():
     [
         ("model.mogrifier_rounds", -1, r"config.model.mogrifier_rounds must be >= 0, got -1"),
         ("model.mogrifier_rank", -2, r"config.model.mogrifier_rank must be >= 0"),
-        ("model.cell", "gru", r"config.model.cell must be one of lstm, mogrifier, got 'gru'"),
+        ("model.cell", "gru", r"config.model.cell must be one of lstm, mogrifier, qrnn, got 'gru'"),
         (
             "optim.name",
             "adadelta",
