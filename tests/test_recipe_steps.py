@@ -1,6 +1,6 @@
 """One update of ours is the update of each paper's own code, step for step.
 
-For a tiny shape of each family's config, three training steps of `step.train_step` (the
+For a tiny shape of each family's config, three or four training steps of `step.train_step` (the
 trainer's objective and optimizer, built from the config as `train` builds them) from
 the same weights, with the same dropout masks (drawn here and handed in) and the
 recurrent carry threaded from step to step, equal a float64 reference written here from
