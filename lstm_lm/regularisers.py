@@ -2,11 +2,13 @@
 AWD-LSTM's (Merity et al. 2017) locked, embedding and weight dropout, and lamb's state
 dropout (Melis et al.), all inverted dropout: the kept entries are scaled by 1 / keep.
 
-Each comes in two parts: a `keep` mask (bool, True where an entry is kept), drawn by
-`keep_mask` from a key, and the function that applies it. `model.dropout_masks` draws
-every mask of a training step, so that a test can hand the step masks of its own. A mask
-of None (evaluation, or a rate of 0) leaves its input as it is. Rates are drop
-probabilities, but `keep_prob`'s."""
+Each is a `keep` mask (bool, True where an entry is kept), drawn by `keep_mask` from a
+key, and the function that applies it: `apply_keep` (Zaremba's mask per entry and step;
+weight drop on a matrix), `apply_locked` (one mask per sequence, or per step),
+`apply_word_keep` (whole words of the embedding). `model.dropout_masks` draws every mask
+of a training step, so that a test can hand the step masks of its own. A mask of None
+(evaluation, or a rate of 0) leaves its input as it is. Rates are drop probabilities, but
+`keep_prob`'s."""
 
 import jax
 import jax.numpy as jnp
@@ -27,12 +29,6 @@ def apply_keep(keep: jax.Array | None, x: jax.Array, keep_prob: float) -> jax.Ar
     return jnp.where(keep, x / keep_prob, 0.0)
 
 
-def dropout(key: jax.Array | None, x: jax.Array, keep_prob: float) -> jax.Array:
-    """Inverted dropout with a new mask for every entry; the identity when `key` is None
-    (evaluation) or keep_prob == 1."""
-    return apply_keep(keep_mask(key, x.shape, keep_prob), x, keep_prob)
-
-
 def keep_scale(keep: jax.Array | None, rate: float, dtype=jnp.float32) -> jax.Array | None:
     """The mask `keep` as the factor it multiplies by: 1 / (1 - rate) where kept, else 0;
     None for None."""
@@ -49,12 +45,6 @@ def apply_locked(keep: jax.Array | None, x_TxBxH: jax.Array, rate: float) -> jax
     return keep_scale(keep, rate, x_TxBxH.dtype) * x_TxBxH
 
 
-def locked_dropout(key: jax.Array | None, x_TxBxH: jax.Array, rate: float) -> jax.Array:
-    """Variational dropout: one mask per sequence [B, H], the same at every time step; the
-    identity when `key` is None or rate == 0."""
-    return apply_locked(keep_mask(key, x_TxBxH.shape[1:], 1.0 - rate), x_TxBxH, rate)
-
-
 def apply_word_keep(
     keep_V: jax.Array | None, embedding_VxE: jax.Array, inputs_BxT: jax.Array, rate: float
 ) -> jax.Array:
@@ -65,18 +55,3 @@ def apply_word_keep(
         return x_TxBxE
     scale_V = apply_keep(keep_V, jnp.ones(keep_V.shape, x_TxBxE.dtype), 1.0 - rate)
     return x_TxBxE * scale_V[inputs_BxT.T][..., None]
-
-
-def embedding_dropout(
-    key: jax.Array | None, embedding_VxE: jax.Array, inputs_BxT: jax.Array, rate: float
-) -> jax.Array:
-    """The embedded inputs [T, B, E] with whole words of the vocabulary dropped: each word is
-    kept with probability 1 - rate for the batch, and then scaled by 1 / (1 - rate)."""
-    keep_V = keep_mask(key, embedding_VxE.shape[:1], 1.0 - rate)
-    return apply_word_keep(keep_V, embedding_VxE, inputs_BxT, rate)
-
-
-def weight_drop(key: jax.Array | None, w: jax.Array, rate: float) -> jax.Array:
-    """DropConnect (Wan et al. 2013): `w` with each entry dropped with probability `rate`
-    and the rest scaled by 1 / (1 - rate); one draw per call, so per batch."""
-    return dropout(key, w, 1.0 - rate)

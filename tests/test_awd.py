@@ -44,13 +44,14 @@ def numpy_layer(layer, x_TxBxI, w_h=None):
 
 def test_locked_masks_are_the_same_at_every_step_and_differ_across_sequences():
     x_TxBxH = jnp.ones((12, 8, 50))
-    locked = np.asarray(regularisers.locked_dropout(KEY, x_TxBxH, 0.4))
+    keep = regularisers.keep_mask
+    locked = np.asarray(regularisers.apply_locked(keep(KEY, (8, 50), 0.6), x_TxBxH, 0.4))
     assert set(np.unique(locked)) == {0.0, np.float32(1 / 0.6)}
     assert (locked == locked[0]).all()  # every time step the same
     assert len({row.tobytes() for row in locked[0]}) == 8  # each sequence its own
-    zaremba = np.asarray(regularisers.dropout(KEY, x_TxBxH, 0.6))
+    zaremba = np.asarray(regularisers.apply_keep(keep(KEY, x_TxBxH.shape, 0.6), x_TxBxH, 0.6))
     assert not (zaremba[1:] == zaremba[0]).all(axis=(1, 2)).any()  # a new mask per step
-    assert regularisers.locked_dropout(None, x_TxBxH, 0.4) is x_TxBxH
+    assert regularisers.apply_locked(keep(None, (8, 50), 0.6), x_TxBxH, 0.4) is x_TxBxH
 
 
 def test_the_output_site_drops_whole_sequences_of_units_in_the_model():
@@ -94,7 +95,8 @@ def test_embedding_dropout_zeroes_whole_words_and_scales_the_rest():
     V, E = 30, 4
     embedding = jax.random.uniform(KEY, (V, E), minval=1.0, maxval=2.0)
     inputs_BxT = np.tile(np.arange(V), (3, 2))  # every word six times
-    x_TxBxE = np.asarray(regularisers.embedding_dropout(KEY, embedding, inputs_BxT, 0.25))
+    keep_V = regularisers.keep_mask(KEY, (V,), 0.75)
+    x_TxBxE = np.asarray(regularisers.apply_word_keep(keep_V, embedding, inputs_BxT, 0.25))
     scale = x_TxBxE / np.asarray(embedding)[inputs_BxT.T]
     np.testing.assert_allclose(np.unique(scale.round(5)), [0.0, np.float32(1 / 0.75).round(5)])
     for word in range(V):
