@@ -157,9 +157,7 @@ def test_the_carry_after_a_padded_batch_is_the_carry_after_its_real_steps():
 def test_qrnn_keys_that_cannot_act_are_refused_by_name(overrides, message):
     config = config_lib.default_config()
     config.model.cell = "qrnn"
-    for key, value in overrides.items():
-        group, name = key.split(".")
-        config[group][name] = value
+    config.update_from_flattened_dict(overrides)
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.validate(config)
 

@@ -158,9 +158,7 @@ def test_the_skip_connection_outputs_the_sum_of_the_layers_undropped_outputs():
 )
 def test_recipe_keys_that_cannot_act_are_refused_by_name(overrides, message):
     config = config_lib.default_config()
-    for key, value in overrides.items():
-        group, name = key.split(".")
-        config[group][name] = value
+    config.update_from_flattened_dict(overrides)
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.validate(config)
 

@@ -33,9 +33,7 @@ def tiny(name: str, hidden_sizes, embedding_size, **overrides):
         num_layers=len(hidden_sizes), hidden_sizes=hidden_sizes, embedding_size=embedding_size
     )
     config.train.update(batch_size=BATCH, num_steps=STEPS)
-    for key, value in overrides.items():
-        group, field = key.split(".")
-        config[group][field] = value
+    config.update_from_flattened_dict(overrides)
     config_lib.validate(config)
     return config
 
@@ -61,12 +59,12 @@ def draw_masks(rng, cfg: model.ModelConfig) -> dict:
     }
 
 
-def problem(config, seed=0):
+def problem(config, updates=UPDATES, seed=0):
     """(cfg, initial params, [(inputs_BxT, targets_BxT, masks)] for each update)."""
     cfg = config_lib.model_config(config, VOCAB)
     params = model.init_params(jax.random.PRNGKey(seed), cfg)
     rng = np.random.default_rng(seed)
-    tokens = rng.integers(0, VOCAB, (UPDATES, BATCH, STEPS + 1))
+    tokens = rng.integers(0, VOCAB, (updates, BATCH, STEPS + 1))
     batches = [(t[:, :-1], t[:, 1:], draw_masks(rng, cfg)) for t in tokens]
     return cfg, params, batches
 
@@ -137,6 +135,20 @@ def assert_same_updates(got_after, want_after, params, rtol, atol):
             np.testing.assert_allclose(
                 np.asarray(g, np.float64) - p0, w - p0, rtol=rtol, atol=atol, err_msg=f"update {k}"
             )
+
+
+def assert_matches_reference(
+    config, cfg, params, batches, loss_fns, update, lengths=None, switch_before=0
+):
+    """Ours (`ours`) against the reference (`reference`): the clip acts at every update
+    (so that where it acts is tested), and the cross-entropies and every parameter's
+    changes agree. Returns (our weights to evaluate, the reference optimizer's state)."""
+    got, metrics, evaluated = ours(config, cfg, params, batches, lengths, switch_before)
+    want, xes, opt_state = reference(loss_fns, update, cfg, params, batches)
+    assert all(m["grad_norm"] > config.optim.max_grad_norm for m in metrics)
+    np.testing.assert_allclose([m["cross_entropy"] for m in metrics], xes, rtol=1e-5)
+    assert_same_updates(got, want, params, rtol=1e-5, atol=1e-6)
+    return evaluated, opt_state
 
 
 def clip_by_global_norm(grads, max_norm):
@@ -219,18 +231,18 @@ def test_a_zaremba_update_is_ptb_word_lms(name):
         },
     )
     cfg, params, batches = problem(config)
-    got, metrics, _ = ours(config, cfg, params, batches)
     o = config.optim
-    want, xes, _ = reference(
-        functools.partial(tf_loss, cfg=cfg),
-        tf_sgd(lambda i: o.learning_rate * o.lr_decay ** max(i + 1 - o.full_lr_epochs, 0), 0.5),
+    assert_matches_reference(
+        config,
         cfg,
         params,
         batches,
+        functools.partial(tf_loss, cfg=cfg),
+        tf_sgd(
+            lambda i: o.learning_rate * o.lr_decay ** max(i + 1 - o.full_lr_epochs, 0),
+            o.max_grad_norm,
+        ),
     )
-    assert all(m["grad_norm"] > 0.5 for m in metrics)  # the clip acts at every step
-    np.testing.assert_allclose([m["cross_entropy"] for m in metrics], xes, rtol=1e-5)
-    assert_same_updates(got, want, params, rtol=1e-5, atol=1e-6)
 
 
 # ---- lamb / the Mogrifier: google-deepmind/lamb ----------------------------------------
@@ -315,18 +327,15 @@ def test_a_mogrifier_update_is_lambs():
         },
     )
     cfg, params, batches = problem(config)
-    got, metrics, _ = ours(config, cfg, params, batches)
     o = config.optim
-    want, xes, _ = reference(
-        functools.partial(lamb_loss, cfg=cfg, l2_penalty=o.l2_penalty),
-        tf_adam(o.learning_rate, o.b2, o.eps, o.max_grad_norm),
+    assert_matches_reference(
+        config,
         cfg,
         params,
         batches,
+        functools.partial(lamb_loss, cfg=cfg, l2_penalty=o.l2_penalty),
+        tf_adam(o.learning_rate, o.b2, o.eps, o.max_grad_norm),
     )
-    assert all(m["grad_norm"] > 1.0 for m in metrics)  # the clip acts at every step
-    np.testing.assert_allclose([m["cross_entropy"] for m in metrics], xes, rtol=1e-5)
-    assert_same_updates(got, want, params, rtol=1e-5, atol=1e-6)
 
 
 # ---- AWD-LSTM: salesforce/awd-lstm-lm; the mixture of softmaxes: zihangdai/mos ---------
@@ -423,14 +432,7 @@ def test_an_awd_update_is_awd_lstms_and_mos(name):
     overrides = {"optim.weight_decay": 1e-3, "optim.max_grad_norm": 0.2, **extra}
     config = tiny(name, hidden_sizes, embedding_size, **overrides)
     lengths = (5, 3, 5, 3)  # two reference programs; the ASGD steps take 1 then 1, not 0.6
-    cfg = config_lib.model_config(config, VOCAB)
-    params = model.init_params(jax.random.PRNGKey(0), cfg)
-    rng = np.random.default_rng(0)
-    batches = []
-    for _ in lengths:
-        tokens = rng.integers(0, VOCAB, (BATCH, STEPS + 1))
-        batches.append((tokens[:, :-1], tokens[:, 1:], draw_masks(rng, cfg)))
-    got, metrics, averaged = ours(config, cfg, params, batches, lengths, switch_before=3)
+    cfg, params, batches = problem(config, updates=len(lengths))
     o = config.optim
     update = torch_sgd_then_asgd(
         o.learning_rate, o.weight_decay, o.max_grad_norm, [n / STEPS for n in lengths], 3
@@ -439,9 +441,15 @@ def test_an_awd_update_is_awd_lstms_and_mos(name):
         n: functools.partial(awd_loss, cfg=cfg, length=n, alpha=o.ar_alpha, beta=o.tar_beta)
         for n in set(lengths)
     }
-    want, xes, asgd = reference([loss_fns[n] for n in lengths], update, cfg, params, batches)
+    averaged, asgd = assert_matches_reference(
+        config,
+        cfg,
+        params,
+        batches,
+        [loss_fns[n] for n in lengths],
+        update,
+        lengths,
+        switch_before=3,
+    )
     ax = jax.tree.unflatten(jax.tree.structure(params), asgd["ax"])
-    assert all(m["grad_norm"] > o.max_grad_norm for m in metrics)  # the clip acts
-    np.testing.assert_allclose([m["cross_entropy"] for m in metrics], xes, rtol=1e-5)
-    assert_same_updates(got, want, params, rtol=1e-5, atol=1e-6)
     assert_same_updates([averaged], [ax], params, rtol=1e-5, atol=1e-6)
